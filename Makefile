@@ -1,0 +1,77 @@
+# ngx_http_presence_module
+#
+#   make            build build/ngx_http_presence_module.so against the
+#                   installed nginx (Debian's nginx-dev)
+#   make test       install what is missing, build, run the whole suite
+#   make deps       install the Debian packages everything here needs
+#   make clean      remove build/
+#
+#   NGINX_SRC=DIR make ...   build against an upstream nginx source tree
+#                            (and test with the nginx binary built from it)
+#   make test T=t/001-zone.t run one test file
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+
+MODULE  := ngx_http_presence_module
+BUILD   := $(CURDIR)/build
+SOURCES := $(wildcard $(MODULE)/*.c $(MODULE)/*.h)
+DEB_SRC := /usr/share/nginx/src
+
+ifeq ($(NGINX_SRC),)
+NGX_TREE   := $(BUILD)/nginx-src
+NGX_TARGET := modules
+SO         := $(BUILD)/$(MODULE).so
+NGINX_BIN  ?= /usr/sbin/nginx
+else
+NGX_TREE   := $(BUILD)/nginx-upstream
+NGX_TARGET := build
+SO         := $(BUILD)/upstream/$(MODULE).so
+NGINX_BIN  ?= $(NGX_TREE)/objs/nginx
+endif
+
+# flags for an upstream tree: what the module and the suite need
+UPSTREAM_FLAGS := --with-compat --with-debug --with-threads \
+                  --with-http_ssl_module --with-http_realip_module \
+                  --with-http_stub_status_module
+
+DEB_PKGS := make gcc nginx nginx-dev libpq-dev libjansson-dev libssl-dev \
+            postgresql postgresql-contrib openssl curl \
+            perl libtest-base-perl wrk
+
+T ?= t/
+
+.PHONY: all deps test clean
+
+all: $(SO)
+
+deps:
+	@t/bin/install-deps $(DEB_PKGS)
+
+$(NGX_TREE)/objs/Makefile: config
+	rm -rf $(NGX_TREE)
+	mkdir -p $(BUILD)
+ifeq ($(NGINX_SRC),)
+	cp -a $(DEB_SRC) $(NGX_TREE)
+	cd $(NGX_TREE) && . ./conf_flags \
+	    && ./configure "$${NGX_CONF_FLAGS[@]}" \
+	                   --add-dynamic-module=$(CURDIR) > configure.log \
+	    || { cat configure.log; exit 1; }
+else
+	mkdir -p $(NGX_TREE)
+	cp -a $(NGINX_SRC)/. $(NGX_TREE)
+	cd $(NGX_TREE) && ./configure $(UPSTREAM_FLAGS) \
+	                   --add-dynamic-module=$(CURDIR) > configure.log \
+	    || { cat configure.log; exit 1; }
+endif
+
+$(SO): $(NGX_TREE)/objs/Makefile $(SOURCES)
+	$(MAKE) -C $(NGX_TREE) -f objs/Makefile $(NGX_TARGET)
+	install -D -m 644 $(NGX_TREE)/objs/$(MODULE).so $@
+
+test: deps
+	$(MAKE) all
+	NGINX_BIN=$(NGINX_BIN) SO=$(SO) t/bin/run-suite $(T)
+
+clean:
+	rm -rf $(BUILD) t/servroot*
