@@ -11,7 +11,12 @@
 #include "ngx_http_presence.h"
 
 
+static ngx_int_t ngx_http_presence_preconfiguration(ngx_conf_t *cf);
 static void *ngx_http_presence_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_presence_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_presence_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_presence_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
 
 
 static ngx_command_t  ngx_http_presence_commands[] = {
@@ -23,22 +28,99 @@ static ngx_command_t  ngx_http_presence_commands[] = {
       0,
       NULL },
 
+    { ngx_string("presence_jwt_secret"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_presence_jwt_secret,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("presence_jwt_key_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_presence_jwt_key_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("presence_jwt_algorithms"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_presence_jwt_algorithms,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("presence_jwt_claim"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_presence_jwt_string,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_presence_main_conf_t, jwt.claim),
+      NULL },
+
+    { ngx_string("presence_jwt_issuer"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_presence_jwt_string,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_presence_main_conf_t, jwt.issuer),
+      NULL },
+
+    { ngx_string("presence_jwt_audience"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_presence_jwt_audience,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("presence_jwt_leeway"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_presence_main_conf_t, jwt_leeway),
+      NULL },
+
+    { ngx_string("presence_jwt_require_exp"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_presence_main_conf_t, jwt_require_exp),
+      NULL },
+
+    { ngx_string("presence_jwt_max_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_presence_main_conf_t, jwt_max_size),
+      NULL },
+
+    { ngx_string("presence_jwt_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_presence_main_conf_t, jwt_cache_size),
+      NULL },
+
+    { ngx_string("presence_jwt_token"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_presence_loc_conf_t, jwt_token),
+      NULL },
+
       ngx_null_command
 };
 
 
 static ngx_http_module_t  ngx_http_presence_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_presence_preconfiguration,    /* preconfiguration */
     NULL,                                  /* postconfiguration */
 
     ngx_http_presence_create_main_conf,    /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_http_presence_init_main_conf,      /* init main configuration */
 
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
 
-    NULL,                                  /* create location configuration */
-    NULL                                   /* merge location configuration */
+    ngx_http_presence_create_loc_conf,     /* create location configuration */
+    ngx_http_presence_merge_loc_conf       /* merge location configuration */
 };
 
 
@@ -58,6 +140,13 @@ ngx_module_t  ngx_http_presence_module = {
 };
 
 
+static ngx_int_t
+ngx_http_presence_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_presence_add_variables(cf);
+}
+
+
 static void *
 ngx_http_presence_create_main_conf(ngx_conf_t *cf)
 {
@@ -72,7 +161,54 @@ ngx_http_presence_create_main_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     pmcf->shm_zone = NULL;
+     *     pmcf->jwt_cache = NULL;
+     *     pmcf->jwt_keys_set = 0;
+     *     pmcf->jwt_algorithms_set = 0;
      */
 
+    ngx_http_presence_jwt_init(&pmcf->jwt);
+
+    pmcf->jwt_leeway = NGX_CONF_UNSET;
+    pmcf->jwt_require_exp = NGX_CONF_UNSET;
+    pmcf->jwt_max_size = NGX_CONF_UNSET_SIZE;
+    pmcf->jwt_cache_size = NGX_CONF_UNSET_UINT;
+
     return pmcf;
+}
+
+
+static char *
+ngx_http_presence_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_presence_main_conf_t *pmcf = conf;
+
+    return ngx_http_presence_jwt_init_conf(cf, pmcf);
+}
+
+
+static void *
+ngx_http_presence_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_presence_loc_conf_t  *plcf;
+
+    plcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_presence_loc_conf_t));
+    if (plcf == NULL) {
+        return NULL;
+    }
+
+    plcf->jwt_token = NGX_CONF_UNSET_PTR;
+
+    return plcf;
+}
+
+
+static char *
+ngx_http_presence_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_presence_loc_conf_t *prev = parent;
+    ngx_http_presence_loc_conf_t *conf = child;
+
+    ngx_conf_merge_ptr_value(conf->jwt_token, prev->jwt_token, NULL);
+
+    return NGX_CONF_OK;
 }
