@@ -75,3 +75,25 @@ test: deps
 
 clean:
 	rm -rf $(BUILD) t/servroot*
+
+# libFuzzer on the JWT verifier (and key loading); FUZZ_TIME in seconds.
+# New inputs go to build/fuzz/corpus, the seeds stay in t/fuzz/corpus.
+
+FUZZ_TIME ?= 60
+FUZZ_BIN  := $(BUILD)/fuzz/jwt_fuzz
+
+.PHONY: fuzz
+
+$(FUZZ_BIN): t/fuzz/jwt_fuzz.c $(MODULE)/ngx_http_presence_jwt.c \
+             $(MODULE)/ngx_http_presence_jwt.h
+	@t/bin/install-deps clang libclang-rt-14-dev libssl-dev libjansson-dev
+	mkdir -p $(BUILD)/fuzz/corpus
+	clang -g -O1 -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=undefined -I $(MODULE) \
+	    t/fuzz/jwt_fuzz.c $(MODULE)/ngx_http_presence_jwt.c \
+	    -lcrypto -ljansson -lm -o $@
+
+fuzz: $(FUZZ_BIN)
+	$(FUZZ_BIN) -max_total_time=$(FUZZ_TIME) -max_len=8192 \
+	    -timeout=10 -print_final_stats=1 \
+	    $(BUILD)/fuzz/corpus t/fuzz/corpus/jwt

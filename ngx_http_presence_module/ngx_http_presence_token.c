@@ -372,13 +372,15 @@ ngx_http_presence_getenv(ngx_conf_t *cf, ngx_str_t *name, ngx_str_t *out)
                                            ngx_core_module);
     var = ccf->env.elts;
 
+    /* "env NAME=value;" keeps the name's length, the value follows '=' */
+
     for (i = 0; i < ccf->env.nelts; i++) {
-        if (var[i].len > name->len
+        if (var[i].len == name->len
             && var[i].data[name->len] == '='
             && ngx_strncmp(var[i].data, name->data, name->len) == 0)
         {
             out->data = var[i].data + name->len + 1;
-            out->len = var[i].len - name->len - 1;
+            out->len = ngx_strlen(out->data);
             goto found;
         }
     }

@@ -159,7 +159,7 @@ sub keys_dir {
 
     for my $g (@gen) {
         my ($name, $type, @opts) = @$g;
-        system('openssl', 'genpkey', '-algorithm', $type, @opts,
+        system('openssl', 'genpkey', '-quiet', '-algorithm', $type, @opts,
                '-out', "$KeysDir/$name.key") == 0
             or die "openssl genpkey $name failed";
         system('openssl', 'pkey', '-in', "$KeysDir/$name.key", '-pubout',
