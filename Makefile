@@ -97,3 +97,8 @@ fuzz: $(FUZZ_BIN)
 	$(FUZZ_BIN) -max_total_time=$(FUZZ_TIME) -max_len=8192 \
 	    -timeout=10 -print_final_stats=1 \
 	    $(BUILD)/fuzz/corpus t/fuzz/corpus/jwt
+
+.PHONY: bench-jwt
+
+bench-jwt: deps all
+	NGINX_BIN=$(NGINX_BIN) SO=$(SO) t/bench/jwt.sh
