@@ -16,7 +16,73 @@
 
 
 #define NGX_HTTP_PRESENCE_ZONE_MAGIC    0x50524553  /* "PRES" */
-#define NGX_HTTP_PRESENCE_ZONE_VERSION  1
+#define NGX_HTTP_PRESENCE_ZONE_VERSION  2
+
+#define NGX_HTTP_PRESENCE_NIL           0xffffffff
+
+/* the counting window: one slot per second of the last day */
+#define NGX_HTTP_PRESENCE_WINDOW        86400
+
+#define NGX_HTTP_PRESENCE_UA_MAX        512
+#define NGX_HTTP_PRESENCE_URI_MAX       48
+#define NGX_HTTP_PRESENCE_METHOD_MAX    8
+#define NGX_HTTP_PRESENCE_UA_BUCKETS    4096
+
+#define NGX_HTTP_PRESENCE_IN_RING       0x01
+
+
+/*
+ * A session: fixed size, preallocated, linked by array indices.  Its id is
+ * the raw SHA-256 (of the token, or of the user id and the "sid").
+ */
+
+typedef struct {
+    u_char                          id[32];
+    int64_t                         user_id;
+    int64_t                         created_ms;
+    int64_t                         last_ms;
+    int64_t                         flushed_ms;  /* written to PostgreSQL */
+    int64_t                         exp;         /* token exp, seconds */
+    uint32_t                        hash_next;
+    uint32_t                        lru_prev;    /* all sessions, by */
+    uint32_t                        lru_next;    /* last activity */
+    uint32_t                        user_prev;   /* its user's sessions */
+    uint32_t                        user_next;
+    uint32_t                        user;
+    uint32_t                        ua;          /* offset / 8, 0: none */
+    u_char                          addr[16];
+    uint8_t                         family;      /* AF_INET, AF_INET6, 0 */
+    uint8_t                         flags;
+    uint8_t                         method_len;
+    uint8_t                         uri_len;
+    u_char                          method[NGX_HTTP_PRESENCE_METHOD_MAX];
+    u_char                          uri[NGX_HTTP_PRESENCE_URI_MAX];
+} ngx_http_presence_session_t;
+
+
+typedef struct {
+    int64_t                         user_id;     /* 0: free */
+    int64_t                         last_ms;
+    uint32_t                        hash_next;
+    uint32_t                        q_prev;      /* all users, by */
+    uint32_t                        q_next;      /* last activity */
+    uint32_t                        sessions;    /* head of its sessions */
+    uint32_t                        nsessions;
+    uint32_t                        profile;     /* offset / 8, 0: none */
+    uint32_t                        profile_at;  /* seconds */
+    uint32_t                        reserved;
+} ngx_http_presence_user_t;
+
+
+/* a User-Agent string, shared by the sessions that have it */
+
+typedef struct {
+    uint32_t                        hash_next;   /* offset / 8 */
+    uint32_t                        refs;
+    uint32_t                        hash;
+    uint32_t                        len;
+    u_char                          data[1];
+} ngx_http_presence_ua_t;
 
 
 /* the header at the start of the shared zone */
@@ -24,15 +90,79 @@
 typedef struct {
     uint32_t                        magic;
     uint32_t                        version;
+    uint32_t                        session_size;
+    uint32_t                        user_size;
     uint64_t                        size;
-    ngx_atomic_t                    generation;
+
+    uint32_t                        nsessions;   /* capacities */
+    uint32_t                        nusers;
+    uint32_t                        nring;
+
+    ngx_pid_t                       writer;      /* mid-update, or 0 */
+
+    uint32_t                        sessions_used;
+    uint32_t                        users_used;
+    uint32_t                        session_free;
+    uint32_t                        user_free;
+    uint32_t                        lru_head;    /* most recent first */
+    uint32_t                        lru_tail;
+    uint32_t                        q_head;
+    uint32_t                        q_tail;
+
+    uint64_t                        ring_head;   /* ring[head % nring] */
+    uint64_t                        ring_tail;
+    ngx_atomic_t                    ring_overflow;  /* a sweep is due */
+
+    int64_t                         clock;       /* seconds, monotonic */
+    int64_t                         peak_day;    /* days since the epoch */
+    uint32_t                        peak[24];    /* today's hourly peaks */
+    time_t                          next_sweep;
+    time_t                          last_evict_log;
+
+    /* counters */
+    uint64_t                        evictions;
+    uint64_t                        expired;
+    uint64_t                        ring_overflows;
+    uint64_t                        ua_failures;
+    uint64_t                        resets;
+    ngx_atomic_t                    requests[5]; /* by JWT status */
+
+    uint32_t                       *session_hash;
+    uint32_t                       *user_hash;
+    uint32_t                       *ring;
+    int32_t                        *users_bit;   /* Fenwick trees over */
+    int32_t                        *sessions_bit; /* the window */
+    ngx_http_presence_session_t    *sessions;
+    ngx_http_presence_user_t       *users;
+    uint32_t                        ua_hash[NGX_HTTP_PRESENCE_UA_BUCKETS];
 } ngx_http_presence_shm_t;
 
 
 typedef struct {
     ngx_http_presence_shm_t        *sh;
     ngx_slab_pool_t                *shpool;
+    ngx_str_t                       name;
+    ngx_uint_t                      ring;        /* ring=N, 0: default */
 } ngx_http_presence_zone_t;
+
+
+/* a tracked request, prepared before the lock is taken */
+
+typedef struct {
+    u_char                          id[32];
+    int64_t                         user_id;
+    int64_t                         exp;
+    int64_t                         now_ms;
+    u_char                          addr[16];
+    uint8_t                         family;
+    uint32_t                        ua_hash;
+    size_t                          ua_len;
+    size_t                          method_len;
+    size_t                          uri_len;
+    u_char                          ua[NGX_HTTP_PRESENCE_UA_MAX];
+    u_char                          method[NGX_HTTP_PRESENCE_METHOD_MAX];
+    u_char                          uri[NGX_HTTP_PRESENCE_URI_MAX];
+} ngx_http_presence_activity_t;
 
 
 /* a per-worker cache of verified tokens, keyed by their SHA-256 */
@@ -45,6 +175,7 @@ typedef struct {
     time_t                          until;
     int64_t                         user_id;
     int64_t                         exp;
+    uint32_t                        matched;
     u_char                          session_id[32];
 } ngx_http_presence_jwt_cache_node_t;
 
@@ -62,6 +193,16 @@ typedef struct {
 typedef struct {
     ngx_shm_zone_t                 *shm_zone;
 
+    time_t                          very_active;
+    time_t                          online;
+    time_t                          recent;
+    time_t                          session_timeout;
+    ngx_msec_t                      cleanup_interval;
+
+    ngx_event_t                     sweep_event;
+
+    ngx_uint_t                      used;        /* presence or the API */
+
     ngx_http_presence_jwt_t         jwt;
     time_t                          jwt_leeway;
     ngx_flag_t                      jwt_require_exp;
@@ -75,6 +216,9 @@ typedef struct {
 
 
 typedef struct {
+    ngx_flag_t                      enable;
+    ngx_flag_t                      api;
+    ngx_int_t                       admin_check;  /* -1: none */
     ngx_http_complex_value_t       *jwt_token;
 } ngx_http_presence_loc_conf_t;
 
@@ -83,13 +227,43 @@ typedef struct {
 
 typedef struct {
     ngx_http_presence_jwt_status_e  status;
+    ngx_uint_t                      tracked;
     int64_t                         user_id;
     int64_t                         exp;
+    uint32_t                        matched;
     u_char                          session_id[32];
 } ngx_http_presence_ctx_t;
 
 
 char *ngx_http_presence_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_presence_thresholds(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+void ngx_http_presence_lock(ngx_http_presence_zone_t *zone, ngx_log_t *log);
+void ngx_http_presence_unlock(ngx_http_presence_zone_t *zone);
+void ngx_http_presence_advance(ngx_http_presence_zone_t *zone, time_t now);
+void ngx_http_presence_touch(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_activity_t *act, time_t timeout, ngx_log_t *log);
+ngx_uint_t ngx_http_presence_count(ngx_http_presence_zone_t *zone,
+    time_t seconds, ngx_uint_t sessions);
+ngx_uint_t ngx_http_presence_expire(ngx_http_presence_zone_t *zone,
+    time_t timeout, ngx_uint_t limit, ngx_uint_t *more);
+ngx_int_t ngx_http_presence_expired(ngx_http_presence_session_t *s,
+    time_t now, time_t timeout);
+ngx_http_presence_user_t *ngx_http_presence_find_user(
+    ngx_http_presence_zone_t *zone, int64_t user_id);
+u_char *ngx_http_presence_ua(ngx_http_presence_zone_t *zone, uint32_t off,
+    size_t *len);
+
+void ngx_http_presence_sample_peak(ngx_http_presence_zone_t *zone,
+    time_t online);
+
+ngx_int_t ngx_http_presence_add_track_variables(ngx_conf_t *cf);
+char *ngx_http_presence_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_presence_api_admin_claim(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_presence_init_tracking(ngx_conf_t *cf);
+ngx_int_t ngx_http_presence_init_process(ngx_cycle_t *cycle);
 
 char *ngx_http_presence_jwt_secret(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);

@@ -96,6 +96,7 @@ static int ngx_http_presence_jwt_user_id(json_t *v, int ints_as_reals,
     int64_t *id);
 static int ngx_http_presence_jwt_audience(ngx_http_presence_jwt_t *jwt,
     json_t *aud);
+static int ngx_http_presence_jwt_claim_is(json_t *v, const char *value);
 static ngx_http_presence_jwt_key_t *ngx_http_presence_jwt_new_key(
     ngx_http_presence_jwt_t *jwt, char *err);
 static int ngx_http_presence_jwt_add_pkey(ngx_http_presence_jwt_t *jwt,
@@ -509,6 +510,15 @@ ngx_http_presence_jwt_verify(ngx_http_presence_jwt_t *jwt,
 
     res->exp = exp;
 
+    for (n = 0; n < (int) jwt->nchecks; n++) {
+        if (ngx_http_presence_jwt_claim_is(
+                json_object_get(payload, jwt->checks[n].name),
+                jwt->checks[n].value))
+        {
+            res->matched |= 1u << n;
+        }
+    }
+
     v = json_object_get(payload, "sid");
     sid = json_is_string(v) ? json_string_value(v) : NULL;
     sid_len = sid ? json_string_length(v) : 0;
@@ -846,6 +856,44 @@ ngx_http_presence_jwt_audience(ngx_http_presence_jwt_t *jwt, json_t *aud)
                 return 1;
             }
         }
+    }
+
+    return 0;
+}
+
+
+/* a claim equals the value: a string, a number or true, or an array of them */
+
+static int
+ngx_http_presence_jwt_claim_is(json_t *v, const char *value)
+{
+    char    buf[32];
+    size_t  i;
+
+    if (json_is_array(v)) {
+        for (i = 0; i < json_array_size(v); i++) {
+            if (!json_is_array(json_array_get(v, i))
+                && ngx_http_presence_jwt_claim_is(json_array_get(v, i),
+                                                  value))
+            {
+                return 1;
+            }
+        }
+
+        return 0;
+    }
+
+    if (json_is_string(v)) {
+        return strcmp(json_string_value(v), value) == 0;
+    }
+
+    if (json_is_integer(v)) {
+        snprintf(buf, sizeof(buf), "%lld", (long long) json_integer_value(v));
+        return strcmp(buf, value) == 0;
+    }
+
+    if (json_is_true(v)) {
+        return strcmp(value, "true") == 0;
     }
 
     return 0;

@@ -71,6 +71,8 @@ typedef enum {
 
 #define NGX_HTTP_PRESENCE_JWT_ERRLEN  256
 
+#define NGX_HTTP_PRESENCE_JWT_MAX_CHECKS  32
+
 
 typedef struct {
     ngx_http_presence_jwt_key_type_e   type;
@@ -80,6 +82,14 @@ typedef struct {
     size_t                             secret_len;
     EVP_PKEY                          *pkey;
 } ngx_http_presence_jwt_key_t;
+
+
+/* a claim whose value is noted in the result, e.g. an admin role */
+
+typedef struct {
+    const char                        *name;
+    const char                        *value;
+} ngx_http_presence_jwt_check_t;
 
 
 typedef struct {
@@ -96,12 +106,16 @@ typedef struct {
     char                              *issuer;
     char                             **audiences;
     size_t                             naudiences;
+
+    ngx_http_presence_jwt_check_t      checks[NGX_HTTP_PRESENCE_JWT_MAX_CHECKS];
+    size_t                             nchecks;
 } ngx_http_presence_jwt_t;
 
 
 typedef struct {
     int64_t                            user_id;
     int64_t                            exp;    /* INT64_MAX: none */
+    uint32_t                           matched; /* checks that hold */
     u_char                             session_id[
                                          NGX_HTTP_PRESENCE_JWT_SESSION_ID_LEN];
     const char                        *reason; /* why it was refused */

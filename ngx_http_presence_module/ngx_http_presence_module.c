@@ -12,6 +12,7 @@
 
 
 static ngx_int_t ngx_http_presence_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_presence_postconfiguration(ngx_conf_t *cf);
 static void *ngx_http_presence_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_presence_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_presence_create_loc_conf(ngx_conf_t *cf);
@@ -22,10 +23,52 @@ static char *ngx_http_presence_merge_loc_conf(ngx_conf_t *cf, void *parent,
 static ngx_command_t  ngx_http_presence_commands[] = {
 
     { ngx_string("presence_zone"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
       ngx_http_presence_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("presence"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_presence_loc_conf_t, enable),
+      NULL },
+
+    { ngx_string("presence_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_presence_api,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("presence_api_admin_claim"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_http_presence_api_admin_claim,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("presence_thresholds"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_presence_thresholds,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("presence_session_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_presence_main_conf_t, session_timeout),
+      NULL },
+
+    { ngx_string("presence_cleanup_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_presence_main_conf_t, cleanup_interval),
       NULL },
 
     { ngx_string("presence_jwt_secret"),
@@ -111,7 +154,7 @@ static ngx_command_t  ngx_http_presence_commands[] = {
 
 static ngx_http_module_t  ngx_http_presence_module_ctx = {
     ngx_http_presence_preconfiguration,    /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_presence_postconfiguration,   /* postconfiguration */
 
     ngx_http_presence_create_main_conf,    /* create main configuration */
     ngx_http_presence_init_main_conf,      /* init main configuration */
@@ -131,7 +174,7 @@ ngx_module_t  ngx_http_presence_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_presence_init_process,        /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
     NULL,                                  /* exit process */
@@ -143,7 +186,18 @@ ngx_module_t  ngx_http_presence_module = {
 static ngx_int_t
 ngx_http_presence_preconfiguration(ngx_conf_t *cf)
 {
-    return ngx_http_presence_add_variables(cf);
+    if (ngx_http_presence_add_variables(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_presence_add_track_variables(cf);
+}
+
+
+static ngx_int_t
+ngx_http_presence_postconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_presence_init_tracking(cf);
 }
 
 
@@ -167,6 +221,12 @@ ngx_http_presence_create_main_conf(ngx_conf_t *cf)
      */
 
     ngx_http_presence_jwt_init(&pmcf->jwt);
+
+    pmcf->very_active = NGX_CONF_UNSET;
+    pmcf->online = NGX_CONF_UNSET;
+    pmcf->recent = NGX_CONF_UNSET;
+    pmcf->session_timeout = NGX_CONF_UNSET;
+    pmcf->cleanup_interval = NGX_CONF_UNSET_MSEC;
 
     pmcf->jwt_leeway = NGX_CONF_UNSET;
     pmcf->jwt_require_exp = NGX_CONF_UNSET;
@@ -196,6 +256,8 @@ ngx_http_presence_create_loc_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    plcf->enable = NGX_CONF_UNSET;
+    plcf->admin_check = NGX_CONF_UNSET;
     plcf->jwt_token = NGX_CONF_UNSET_PTR;
 
     return plcf;
@@ -208,7 +270,17 @@ ngx_http_presence_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_presence_loc_conf_t *prev = parent;
     ngx_http_presence_loc_conf_t *conf = child;
 
+    ngx_http_presence_main_conf_t  *pmcf;
+
+    ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_value(conf->admin_check, prev->admin_check, -1);
     ngx_conf_merge_ptr_value(conf->jwt_token, prev->jwt_token, NULL);
+
+    if (conf->enable) {
+        pmcf = ngx_http_conf_get_module_main_conf(cf,
+                                                  ngx_http_presence_module);
+        pmcf->used = 1;
+    }
 
     return NGX_CONF_OK;
 }

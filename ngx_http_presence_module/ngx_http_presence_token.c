@@ -604,6 +604,7 @@ ngx_http_presence_verify(ngx_http_request_t *r,
             ctx->status = node->status;
             ctx->user_id = node->user_id;
             ctx->exp = node->exp;
+            ctx->matched = node->matched;
             ngx_memcpy(ctx->session_id, node->session_id, 32);
 
             ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -620,6 +621,7 @@ ngx_http_presence_verify(ngx_http_request_t *r,
                                                token->len, now, &res);
     ctx->user_id = res.user_id;
     ctx->exp = res.exp;
+    ctx->matched = res.matched;
     ngx_memcpy(ctx->session_id, res.session_id, 32);
 
     if (ctx->status == NGX_HTTP_PRESENCE_JWT_VALID) {
@@ -757,6 +759,7 @@ ngx_http_presence_cache_store(ngx_http_presence_jwt_cache_t *cache,
     cn->until = until;
     cn->user_id = ctx->user_id;
     cn->exp = ctx->exp;
+    cn->matched = ctx->matched;
     ngx_memcpy(cn->session_id, ctx->session_id, 32);
 }
 

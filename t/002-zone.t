@@ -26,9 +26,9 @@ presence zone "presence" created, 1048576 bytes
 
 
 
-=== the smallest zone, eight pages
+=== the smallest zone, 1m
 --- http_config
-    presence_zone zone=small:32k;
+    presence_zone zone=small:1m;
 --- config
     location = /t {
         return 200 "ok\n";
@@ -38,17 +38,17 @@ GET /t
 --- response_body
 ok
 --- error_log
-presence zone "small" created, 32768 bytes
+presence zone "small" created, 1048576 bytes
 
 
 
 === too small
 --- http_config
-    presence_zone zone=presence:16k;
+    presence_zone zone=presence:1000k;
 --- must_die
 --- suppress_stderr
 --- error_log
-zone "presence" is too small: 16384 bytes, the minimum is 32768
+zone "presence" is too small: 1024000 bytes, the minimum is 1m
 
 
 

@@ -1,0 +1,1202 @@
+
+/*
+ * Copyright (C) The ngx_http_presence_module authors
+ */
+
+
+/*
+ * The online API (presence_api): count, users, stats, sessions, status and
+ * cleanup, answered from the zone with FastAPI's status codes and bodies.
+ * What a response needs is copied out under the lock; the JSON is built
+ * and serialised after it is released.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <jansson.h>
+
+#include "ngx_http_presence.h"
+
+
+#define NGX_HTTP_PRESENCE_API_MAX_IDS  100
+#define NGX_HTTP_PRESENCE_TS_LEN       26
+#define NGX_HTTP_PRESENCE_422          422
+
+
+typedef enum {
+    NGX_HTTP_PRESENCE_API_COUNT = 0,
+    NGX_HTTP_PRESENCE_API_USERS,
+    NGX_HTTP_PRESENCE_API_STATS,
+    NGX_HTTP_PRESENCE_API_SESSIONS,
+    NGX_HTTP_PRESENCE_API_STATUS,
+    NGX_HTTP_PRESENCE_API_CLEANUP
+} ngx_http_presence_api_e;
+
+
+typedef struct {
+    ngx_str_t                       name;
+    ngx_uint_t                      methods;
+    ngx_str_t                       allow;
+} ngx_http_presence_endpoint_t;
+
+
+/* a query parameter: FastAPI takes the last of repeated ones */
+
+typedef struct {
+    const char                     *name;
+    ngx_int_t                       min;
+    ngx_int_t                       max;
+    ngx_int_t                       value;
+} ngx_http_presence_param_t;
+
+
+typedef struct {
+    int64_t                         user_id;
+    int64_t                         last_ms;
+    ngx_uint_t                      sessions;
+    ngx_uint_t                      online;
+} ngx_http_presence_user_row_t;
+
+
+typedef struct {
+    u_char                          id[32];
+    int64_t                         created_ms;
+    int64_t                         last_ms;
+    u_char                          addr[16];
+    uint8_t                         family;
+    size_t                          ua_len;
+    u_char                          ua[NGX_HTTP_PRESENCE_UA_MAX];
+} ngx_http_presence_session_row_t;
+
+
+typedef struct {
+    ngx_http_request_t             *r;
+    ngx_chain_t                    *out;
+    ngx_chain_t                   **last;
+    ngx_buf_t                      *buf;
+    off_t                           len;
+} ngx_http_presence_writer_t;
+
+
+static ngx_int_t ngx_http_presence_api_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_presence_api_route(ngx_http_request_t *r);
+static ngx_int_t ngx_http_presence_api_error(ngx_http_request_t *r,
+    ngx_uint_t status, const char *detail);
+static ngx_int_t ngx_http_presence_api_send(ngx_http_request_t *r,
+    ngx_uint_t status, json_t *json);
+static int ngx_http_presence_api_write(const char *buffer, size_t size,
+    void *data);
+static json_t *ngx_http_presence_api_args(ngx_http_request_t *r,
+    ngx_http_presence_param_t *params, ngx_uint_t n);
+static json_t *ngx_http_presence_api_arg_error(const char *name,
+    const char *type, const char *msg, ngx_str_t *input, const char *ctx,
+    ngx_int_t bound);
+static ngx_int_t ngx_http_presence_api_arg(ngx_http_request_t *r,
+    const char *name, ngx_str_t *value);
+static json_t *ngx_http_presence_api_time(int64_t ms);
+static json_t *ngx_http_presence_api_now(void);
+static ngx_int_t ngx_http_presence_api_count(ngx_http_request_t *r,
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf);
+static ngx_int_t ngx_http_presence_api_users(ngx_http_request_t *r,
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf);
+static ngx_int_t ngx_http_presence_api_stats(ngx_http_request_t *r,
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf);
+static ngx_int_t ngx_http_presence_api_sessions(ngx_http_request_t *r,
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf,
+    ngx_http_presence_ctx_t *ctx);
+static ngx_int_t ngx_http_presence_api_status(ngx_http_request_t *r,
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf);
+static ngx_int_t ngx_http_presence_api_cleanup(ngx_http_request_t *r,
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf);
+static ngx_int_t ngx_http_presence_api_ids(ngx_http_request_t *r,
+    int64_t *ids, ngx_uint_t *n, json_t **err);
+static ngx_int_t ngx_http_presence_api_id(u_char *p, u_char *last,
+    int64_t *id);
+
+
+static ngx_http_presence_endpoint_t  ngx_http_presence_endpoints[] = {
+    { ngx_string("count"), NGX_HTTP_GET|NGX_HTTP_HEAD,
+      ngx_string("GET, HEAD") },
+    { ngx_string("users"), NGX_HTTP_GET|NGX_HTTP_HEAD,
+      ngx_string("GET, HEAD") },
+    { ngx_string("stats"), NGX_HTTP_GET|NGX_HTTP_HEAD,
+      ngx_string("GET, HEAD") },
+    { ngx_string("sessions"), NGX_HTTP_GET|NGX_HTTP_HEAD,
+      ngx_string("GET, HEAD") },
+    { ngx_string("status"), NGX_HTTP_GET|NGX_HTTP_HEAD,
+      ngx_string("GET, HEAD") },
+    { ngx_string("cleanup"), NGX_HTTP_POST,
+      ngx_string("POST") }
+};
+
+
+char *
+ngx_http_presence_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_presence_loc_conf_t *plcf = conf;
+
+    ngx_http_core_loc_conf_t       *clcf;
+    ngx_http_presence_main_conf_t  *pmcf;
+
+    if (plcf->api) {
+        return "is duplicate";
+    }
+
+    plcf->api = 1;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_presence_api_handler;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_presence_module);
+    pmcf->used = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+/* presence_api_admin_claim NAME VALUE; */
+
+char *
+ngx_http_presence_api_admin_claim(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_presence_loc_conf_t *plcf = conf;
+
+    ngx_str_t                      *value;
+    ngx_uint_t                      i;
+    ngx_http_presence_jwt_t        *jwt;
+    ngx_http_presence_main_conf_t  *pmcf;
+
+    if (plcf->admin_check != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0 || value[2].len == 0) {
+        return "needs a claim name and a value";
+    }
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_presence_module);
+    jwt = &pmcf->jwt;
+
+    for (i = 0; i < jwt->nchecks; i++) {
+        if (ngx_strcmp(jwt->checks[i].name, value[1].data) == 0
+            && ngx_strcmp(jwt->checks[i].value, value[2].data) == 0)
+        {
+            plcf->admin_check = i;
+            return NGX_CONF_OK;
+        }
+    }
+
+    if (jwt->nchecks == NGX_HTTP_PRESENCE_JWT_MAX_CHECKS) {
+        return "is used with too many different claims";
+    }
+
+    jwt->checks[i].name = (char *) value[1].data;
+    jwt->checks[i].value = (char *) value[2].data;
+    jwt->nchecks++;
+
+    plcf->admin_check = i;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_presence_api_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                       rc, ep;
+    ngx_table_elt_t                *h;
+    ngx_http_presence_ctx_t        *ctx;
+    ngx_http_presence_zone_t       *zone;
+    ngx_http_presence_loc_conf_t   *plcf;
+    ngx_http_presence_main_conf_t  *pmcf;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    /* as FastAPI decides: 404 and 405, then 401, then 422 */
+
+    ep = ngx_http_presence_api_route(r);
+
+    if (ep == NGX_DECLINED) {
+        return ngx_http_presence_api_error(r, NGX_HTTP_NOT_FOUND,
+                                           "Not Found");
+    }
+
+    if (!(r->method & ngx_http_presence_endpoints[ep].methods)) {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "Allow");
+        h->value = ngx_http_presence_endpoints[ep].allow;
+
+        return ngx_http_presence_api_error(r, NGX_HTTP_NOT_ALLOWED,
+                                           "Method Not Allowed");
+    }
+
+    ctx = ngx_http_presence_token(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ctx->status != NGX_HTTP_PRESENCE_JWT_VALID) {
+        r->headers_out.www_authenticate =
+                                  ngx_list_push(&r->headers_out.headers);
+        if (r->headers_out.www_authenticate == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        r->headers_out.www_authenticate->hash = 1;
+        ngx_str_set(&r->headers_out.www_authenticate->key,
+                    "WWW-Authenticate");
+        ngx_str_set(&r->headers_out.www_authenticate->value, "Bearer");
+
+        return ngx_http_presence_api_error(r, NGX_HTTP_UNAUTHORIZED,
+                   ctx->status == NGX_HTTP_PRESENCE_JWT_MISSING
+                   ? "Not authenticated" : "Could not validate credentials");
+    }
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_presence_module);
+    zone = pmcf->shm_zone->data;
+
+    switch (ep) {
+
+    case NGX_HTTP_PRESENCE_API_COUNT:
+        return ngx_http_presence_api_count(r, zone, pmcf);
+
+    case NGX_HTTP_PRESENCE_API_USERS:
+        return ngx_http_presence_api_users(r, zone, pmcf);
+
+    case NGX_HTTP_PRESENCE_API_STATS:
+        return ngx_http_presence_api_stats(r, zone, pmcf);
+
+    case NGX_HTTP_PRESENCE_API_SESSIONS:
+        return ngx_http_presence_api_sessions(r, zone, pmcf, ctx);
+
+    case NGX_HTTP_PRESENCE_API_STATUS:
+        return ngx_http_presence_api_status(r, zone, pmcf);
+
+    default: /* NGX_HTTP_PRESENCE_API_CLEANUP */
+
+        plcf = ngx_http_get_module_loc_conf(r, ngx_http_presence_module);
+
+        if (plcf->admin_check >= 0
+            && !(ctx->matched & (1u << plcf->admin_check)))
+        {
+            return ngx_http_presence_api_error(r, NGX_HTTP_FORBIDDEN,
+                                               "Not enough permissions");
+        }
+
+        return ngx_http_presence_api_cleanup(r, zone, pmcf);
+    }
+}
+
+
+/*
+ * The endpoint is what follows the location's prefix (one trailing slash
+ * tolerated); in a regex or exact location, the last path segment.
+ */
+
+static ngx_int_t
+ngx_http_presence_api_route(ngx_http_request_t *r)
+{
+    u_char                    *p;
+    ngx_str_t                  name;
+    ngx_uint_t                 i;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    name = r->uri;
+
+    if (name.len && name.data[name.len - 1] == '/') {
+        name.len--;
+    }
+
+    if (
+#if (NGX_PCRE)
+        clcf->regex == NULL &&
+#endif
+        !clcf->exact_match
+        && name.len >= clcf->name.len
+        && ngx_strncmp(name.data, clcf->name.data, clcf->name.len) == 0)
+    {
+        name.data += clcf->name.len;
+        name.len -= clcf->name.len;
+
+        if (name.len && name.data[0] == '/') {
+            name.data++;
+            name.len--;
+        }
+
+    } else {
+        p = name.data + name.len;
+
+        while (p > name.data && p[-1] != '/') {
+            p--;
+        }
+
+        name.len -= p - name.data;
+        name.data = p;
+    }
+
+    for (i = 0; i < sizeof(ngx_http_presence_endpoints)
+                    / sizeof(ngx_http_presence_endpoint_t); i++)
+    {
+        if (name.len == ngx_http_presence_endpoints[i].name.len
+            && ngx_strncmp(name.data, ngx_http_presence_endpoints[i].name.data,
+                           name.len) == 0)
+        {
+            return i;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_http_presence_api_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *detail)
+{
+    return ngx_http_presence_api_send(r, status,
+                                      json_pack("{ss}", "detail", detail));
+}
+
+
+/* serialises "json" (and releases it) straight into nginx buffers */
+
+static ngx_int_t
+ngx_http_presence_api_send(ngx_http_request_t *r, ngx_uint_t status,
+    json_t *json)
+{
+    ngx_int_t                    rc;
+    ngx_table_elt_t             *cc;
+    ngx_http_presence_writer_t   w;
+
+    if (json == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memzero(&w, sizeof(ngx_http_presence_writer_t));
+    w.r = r;
+    w.last = &w.out;
+
+    rc = json_dump_callback(json, ngx_http_presence_api_write, &w,
+                            JSON_COMPACT);
+    json_decref(json);
+
+    if (rc != 0 || w.out == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    w.buf->last_buf = (r == r->main) ? 1 : 0;
+    w.buf->last_in_chain = 1;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = w.len;
+
+    if (status == NGX_HTTP_PRESENCE_422) {
+        ngx_str_set(&r->headers_out.status_line,
+                    "422 Unprocessable Entity");
+    }
+
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    cc = ngx_list_push(&r->headers_out.headers);
+    if (cc == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cc->hash = 1;
+    ngx_str_set(&cc->key, "Cache-Control");
+    ngx_str_set(&cc->value, "no-store");
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    return ngx_http_output_filter(r, w.out);
+}
+
+
+static int
+ngx_http_presence_api_write(const char *buffer, size_t size, void *data)
+{
+    ngx_http_presence_writer_t  *w = data;
+
+    size_t        n;
+    ngx_chain_t  *cl;
+
+    while (size) {
+
+        if (w->buf == NULL || w->buf->last == w->buf->end) {
+            w->buf = ngx_create_temp_buf(w->r->pool,
+                                         ngx_max(size, 4096));
+            if (w->buf == NULL) {
+                return -1;
+            }
+
+            cl = ngx_alloc_chain_link(w->r->pool);
+            if (cl == NULL) {
+                return -1;
+            }
+
+            cl->buf = w->buf;
+            cl->next = NULL;
+
+            *w->last = cl;
+            w->last = &cl->next;
+        }
+
+        n = ngx_min(size, (size_t) (w->buf->end - w->buf->last));
+
+        w->buf->last = ngx_cpymem(w->buf->last, buffer, n);
+        w->len += n;
+        buffer += n;
+        size -= n;
+    }
+
+    return 0;
+}
+
+
+/* the last value of a query parameter, percent-decoded */
+
+static ngx_int_t
+ngx_http_presence_api_arg(ngx_http_request_t *r, const char *name,
+    ngx_str_t *value)
+{
+    u_char     *p, *end, *amp, *eq, *dst, *src, *buf, *raw;
+    size_t      nlen;
+    ngx_int_t   found;
+
+    nlen = ngx_strlen(name);
+    found = NGX_DECLINED;
+
+    buf = ngx_pnalloc(r->pool, 2 * r->args.len + 2);
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    raw = buf + r->args.len + 1;
+
+    p = r->args.data;
+    end = p + r->args.len;
+
+    for ( /* void */ ; p < end; p = amp + 1) {
+        amp = ngx_strlchr(p, end, '&');
+        if (amp == NULL) {
+            amp = end;
+        }
+
+        eq = ngx_strlchr(p, amp, '=');
+        if (eq == NULL) {
+            eq = amp;
+        }
+
+        dst = buf;
+        src = p;
+        ngx_unescape_uri(&dst, &src, eq - p, NGX_UNESCAPE_URI);
+
+        if ((size_t) (dst - buf) != nlen || ngx_strncmp(buf, name, nlen)) {
+            continue;
+        }
+
+        /* a copy, as "+" is a space in a query string */
+
+        src = (eq < amp) ? eq + 1 : amp;
+        value->len = amp - src;
+
+        for (dst = raw; src < amp; src++) {
+            *dst++ = (*src == '+') ? ' ' : *src;
+        }
+
+        value->data = ngx_pnalloc(r->pool, value->len + 1);
+        if (value->data == NULL) {
+            return NGX_ERROR;
+        }
+
+        dst = value->data;
+        src = raw;
+        ngx_unescape_uri(&dst, &src, value->len, 0);
+        value->len = dst - value->data;
+
+        found = NGX_OK;
+    }
+
+    return found;
+}
+
+
+/*
+ * Integer parameters as FastAPI (pydantic) validates them: an optional
+ * sign and digits; too large a number is out of range, not an error of
+ * form.  Returns NULL when all hold, else the "detail" list.
+ */
+
+static json_t *
+ngx_http_presence_api_args(ngx_http_request_t *r,
+    ngx_http_presence_param_t *params, ngx_uint_t n)
+{
+    u_char      *p, *end;
+    json_t      *errors, *e;
+    ngx_int_t    rc, v, neg, over;
+    ngx_str_t    value;
+    ngx_uint_t   i;
+
+    errors = NULL;
+
+    for (i = 0; i < n; i++) {
+
+        rc = ngx_http_presence_api_arg(r, params[i].name, &value);
+
+        if (rc == NGX_ERROR) {
+            return json_null();
+        }
+
+        if (rc == NGX_DECLINED) {
+            continue;   /* the default */
+        }
+
+        p = value.data;
+        end = p + value.len;
+        neg = 0;
+
+        if (p < end && (*p == '-' || *p == '+')) {
+            neg = (*p == '-');
+            p++;
+        }
+
+        v = 0;
+        over = 0;
+        e = NULL;
+
+        if (p == end) {
+            goto parsing;
+        }
+
+        for ( /* void */ ; p < end; p++) {
+            if (*p < '0' || *p > '9') {
+                goto parsing;
+            }
+
+            if (v > (NGX_MAX_INT_T_VALUE - 9) / 10) {
+                over = 1;
+
+            } else {
+                v = v * 10 + (*p - '0');
+            }
+        }
+
+        if (neg) {
+            v = -v;
+        }
+
+        if ((over && neg) || v < params[i].min) {
+            e = ngx_http_presence_api_arg_error(params[i].name,
+                    "greater_than_equal", "Input should be greater than or "
+                    "equal to %d", &value, "ge", params[i].min);
+
+        } else if (over || v > params[i].max) {
+            e = ngx_http_presence_api_arg_error(params[i].name,
+                    "less_than_equal", "Input should be less than or equal "
+                    "to %d", &value, "le", params[i].max);
+
+        } else {
+            params[i].value = v;
+        }
+
+        goto next;
+
+    parsing:
+
+        e = ngx_http_presence_api_arg_error(params[i].name, "int_parsing",
+                "Input should be a valid integer, unable to parse string "
+                "as an integer", &value, NULL, 0);
+
+    next:
+
+        if (e == NULL) {
+            continue;
+        }
+
+        if (errors == NULL) {
+            errors = json_array();
+        }
+
+        json_array_append_new(errors, e);
+    }
+
+    return errors;
+}
+
+
+static json_t *
+ngx_http_presence_api_arg_error(const char *name, const char *type,
+    const char *msg, ngx_str_t *input, const char *ctx, ngx_int_t bound)
+{
+    char     text[128];
+    json_t  *e;
+
+    snprintf(text, sizeof(text), msg, (int) bound);
+
+    e = json_pack("{ss s[ss] ss ss#}", "type", type, "loc", "query", name,
+                  "msg", text, "input", input->data, (int) input->len);
+
+    if (e != NULL && ctx != NULL) {
+        json_object_set_new(e, "ctx", json_pack("{sI}", ctx,
+                                                (json_int_t) bound));
+    }
+
+    return e;
+}
+
+
+static json_t *
+ngx_http_presence_api_time(int64_t ms)
+{
+    u_char     buf[NGX_HTTP_PRESENCE_TS_LEN + 8], *p;
+    ngx_tm_t   tm;
+
+    ngx_gmtime((time_t) (ms / 1000), &tm);
+
+    p = ngx_sprintf(buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06d",
+                    tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                    tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
+                    (int) (ms % 1000) * 1000);
+
+    return json_stringn((char *) buf, p - buf);
+}
+
+
+static json_t *
+ngx_http_presence_api_now(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return ngx_http_presence_api_time((int64_t) tp->sec * 1000 + tp->msec);
+}
+
+
+static ngx_int_t
+ngx_http_presence_api_count(ngx_http_request_t *r,
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf)
+{
+    json_t                     *err;
+    ngx_uint_t                  n;
+    ngx_http_presence_param_t   param = { "threshold_minutes", 1, 1440, 15 };
+
+    err = ngx_http_presence_api_args(r, &param, 1);
+    if (err) {
+        return ngx_http_presence_api_send(r, NGX_HTTP_PRESENCE_422,
+                                          json_pack("{so}", "detail", err));
+    }
+
+    ngx_http_presence_lock(zone, r->connection->log);
+    ngx_http_presence_advance(zone, ngx_time());
+    n = ngx_http_presence_count(zone, param.value * 60, 0);
+    ngx_http_presence_unlock(zone);
+
+    return ngx_http_presence_api_send(r, NGX_HTTP_OK,
+               json_pack("{sI sI so}",
+                         "online_count", (json_int_t) n,
+                         "threshold_minutes", (json_int_t) param.value,
+                         "timestamp", ngx_http_presence_api_now()));
+}
+
+
+/*
+ * A page of the users queue, most recent first: the first "total" users
+ * of the queue are exactly those within the threshold.
+ */
+
+static ngx_int_t
+ngx_http_presence_api_users(ngx_http_request_t *r,
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf)
+{
+    time_t                         now, cutoff, online;
+    json_t                        *err, *list, *u;
+    uint32_t                       i, j;
+    ngx_uint_t                     total, k, n;
+    ngx_http_presence_shm_t       *sh;
+    ngx_http_presence_user_t      *user;
+    ngx_http_presence_user_row_t  *rows;
+    ngx_http_presence_session_t   *s;
+    ngx_http_presence_param_t      params[] = {
+        { "limit", 1, 100, 50 },
+        { "offset", 0, NGX_MAX_INT_T_VALUE, 0 },
+        { "threshold_minutes", 1, 1440, 15 }
+    };
+
+    err = ngx_http_presence_api_args(r, params, 3);
+    if (err) {
+        return ngx_http_presence_api_send(r, NGX_HTTP_PRESENCE_422,
+                                          json_pack("{so}", "detail", err));
+    }
+
+    rows = ngx_palloc(r->pool, params[0].value
+                               * sizeof(ngx_http_presence_user_row_t));
+    if (rows == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    n = 0;
+
+    ngx_http_presence_lock(zone, r->connection->log);
+
+    sh = zone->sh;
+    ngx_http_presence_advance(zone, ngx_time());
+
+    now = sh->clock;
+    cutoff = now - params[2].value * 60;
+    online = now - pmcf->online;
+
+    total = ngx_http_presence_count(zone, params[2].value * 60, 0);
+
+    i = sh->q_head;
+
+    for (k = 0; k < (ngx_uint_t) params[1].value && k < total; k++) {
+        i = sh->users[i].q_next;
+    }
+
+    for ( /* void */ ; k < total && n < (ngx_uint_t) params[0].value; k++) {
+        user = &sh->users[i];
+
+        rows[n].user_id = user->user_id;
+        rows[n].last_ms = user->last_ms;
+        rows[n].online = user->last_ms / 1000 > online;
+        rows[n].sessions = 0;
+
+        for (j = user->sessions; j != NGX_HTTP_PRESENCE_NIL;
+             j = s->user_next)
+        {
+            s = &sh->sessions[j];
+
+            if (s->last_ms / 1000 > cutoff
+                && !ngx_http_presence_expired(s, now, pmcf->session_timeout))
+            {
+                rows[n].sessions++;
+            }
+        }
+
+        n++;
+        i = user->q_next;
+    }
+
+    ngx_http_presence_unlock(zone);
+
+    list = json_array();
+
+    for (k = 0; k < n; k++) {
+        u = json_pack("{sI sn sn sn so sI ss}",
+                      "user_id", (json_int_t) rows[k].user_id,
+                      "username", "display_name", "avatar_url",
+                      "last_seen", ngx_http_presence_api_time(rows[k].last_ms),
+                      "session_count", (json_int_t) rows[k].sessions,
+                      "status", rows[k].online ? "online"
+                                               : "recently_active");
+        json_array_append_new(list, u);
+    }
+
+    return ngx_http_presence_api_send(r, NGX_HTTP_OK,
+               json_pack("{so sI sI sI so}",
+                         "online_users", list,
+                         "count", (json_int_t) n,
+                         "total", (json_int_t) total,
+                         "threshold_minutes", (json_int_t) params[2].value,
+                         "timestamp", ngx_http_presence_api_now()));
+}
+
+
+static ngx_int_t
+ngx_http_presence_api_stats(ngx_http_request_t *r,
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf)
+{
+    ngx_int_t                 hour;
+    ngx_uint_t                h, very, online, recent, sessions, peak;
+    ngx_http_presence_shm_t  *sh;
+
+    ngx_http_presence_lock(zone, r->connection->log);
+
+    sh = zone->sh;
+    ngx_http_presence_advance(zone, ngx_time());
+    ngx_http_presence_sample_peak(zone, pmcf->online);
+
+    very = ngx_http_presence_count(zone, pmcf->very_active, 0);
+    online = ngx_http_presence_count(zone, pmcf->online, 0);
+    recent = ngx_http_presence_count(zone, pmcf->recent, 0);
+    sessions = ngx_http_presence_count(zone, pmcf->online, 1);
+
+    peak = 0;
+    hour = -1;
+
+    for (h = 0; h < 24; h++) {
+        if (sh->peak[h] > peak) {
+            peak = sh->peak[h];
+            hour = h;
+        }
+    }
+
+    ngx_http_presence_unlock(zone);
+
+    return ngx_http_presence_api_send(r, NGX_HTTP_OK,
+               json_pack("{so sI sI sI sI so sI ss}",
+                         "timestamp", ngx_http_presence_api_now(),
+                         "very_active_users", (json_int_t) very,
+                         "online_users", (json_int_t) online,
+                         "recently_active_users", (json_int_t) recent,
+                         "total_active_sessions", (json_int_t) sessions,
+                         "peak_hour_today",
+                         hour < 0 ? json_null() : json_integer(hour),
+                         "peak_users_today", (json_int_t) peak,
+                         "status", "success"));
+}
+
+
+static int ngx_libc_cdecl
+ngx_http_presence_api_recent_first(const void *one, const void *two)
+{
+    const ngx_http_presence_session_row_t  *a = one;
+    const ngx_http_presence_session_row_t  *b = two;
+
+    return (a->last_ms < b->last_ms) - (a->last_ms > b->last_ms);
+}
+
+
+/* the caller's own sessions, most recent first */
+
+static ngx_int_t
+ngx_http_presence_api_sessions(ngx_http_request_t *r,
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf,
+    ngx_http_presence_ctx_t *ctx)
+{
+    u_char                            *ua, id[64], ip[NGX_INET6_ADDRSTRLEN];
+    json_t                            *list, *o, *addr;
+    size_t                             len;
+    uint32_t                           j;
+    ngx_uint_t                         n, max, k;
+    ngx_http_presence_shm_t           *sh;
+    ngx_http_presence_user_t          *user;
+    ngx_http_presence_session_t       *s;
+    ngx_http_presence_session_row_t   *rows;
+
+    /* how many, then copy: no allocation under the lock */
+
+    ngx_http_presence_lock(zone, r->connection->log);
+    user = ngx_http_presence_find_user(zone, ctx->user_id);
+    max = user ? user->nsessions : 0;
+    ngx_http_presence_unlock(zone);
+
+    rows = ngx_palloc(r->pool,
+                      (max + 1) * sizeof(ngx_http_presence_session_row_t));
+    if (rows == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    n = 0;
+
+    ngx_http_presence_lock(zone, r->connection->log);
+
+    sh = zone->sh;
+    ngx_http_presence_advance(zone, ngx_time());
+
+    user = ngx_http_presence_find_user(zone, ctx->user_id);
+
+    for (j = user ? user->sessions : NGX_HTTP_PRESENCE_NIL;
+         j != NGX_HTTP_PRESENCE_NIL && n < max;
+         j = s->user_next)
+    {
+        s = &sh->sessions[j];
+
+        if (ngx_http_presence_expired(s, sh->clock, pmcf->session_timeout)) {
+            continue;
+        }
+
+        ngx_memcpy(rows[n].id, s->id, 32);
+        rows[n].created_ms = s->created_ms;
+        rows[n].last_ms = s->last_ms;
+        ngx_memcpy(rows[n].addr, s->addr, 16);
+        rows[n].family = s->family;
+
+        ua = ngx_http_presence_ua(zone, s->ua, &len);
+        rows[n].ua_len = len;
+
+        if (len) {
+            ngx_memcpy(rows[n].ua, ua, len);
+        }
+
+        n++;
+    }
+
+    ngx_http_presence_unlock(zone);
+
+    ngx_qsort(rows, n, sizeof(ngx_http_presence_session_row_t),
+              ngx_http_presence_api_recent_first);
+
+    list = json_array();
+
+    for (k = 0; k < n; k++) {
+        ngx_hex_dump(id, rows[k].id, 32);
+
+        if (rows[k].family == 0) {
+            addr = json_null();
+
+        } else {
+            len = ngx_inet_ntop(rows[k].family, rows[k].addr, ip,
+                                sizeof(ip));
+            addr = json_stringn((char *) ip, len);
+        }
+
+        o = json_pack("{ss# so so so so sb}",
+                      "session_id", id, 64,
+                      "ip_address", addr,
+                      "user_agent", rows[k].ua_len
+                                    ? json_stringn((char *) rows[k].ua,
+                                                   rows[k].ua_len)
+                                    : json_null(),
+                      "created_at",
+                      ngx_http_presence_api_time(rows[k].created_ms),
+                      "last_activity",
+                      ngx_http_presence_api_time(rows[k].last_ms),
+                      "is_current",
+                      ngx_memcmp(rows[k].id, ctx->session_id, 32) == 0);
+
+        json_array_append_new(list, o);
+    }
+
+    return ngx_http_presence_api_send(r, NGX_HTTP_OK,
+               json_pack("{sI so sI so}",
+                         "user_id", (json_int_t) ctx->user_id,
+                         "sessions", list,
+                         "count", (json_int_t) n,
+                         "timestamp", ngx_http_presence_api_now()));
+}
+
+
+/* user_ids=1,2,3: at most 100 positive integers, duplicates once */
+
+static ngx_int_t
+ngx_http_presence_api_ids(ngx_http_request_t *r, int64_t *ids, ngx_uint_t *n,
+    json_t **err)
+{
+    u_char      *p, *end, *start, *last;
+    int64_t      v;
+    ngx_int_t    rc;
+    ngx_str_t    value;
+    ngx_uint_t   i, count;
+    const char  *msg;
+
+    *n = 0;
+    *err = NULL;
+
+    rc = ngx_http_presence_api_arg(r, "user_ids", &value);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        *err = json_pack("[{ss s[ss] ss sn}]", "type", "missing",
+                         "loc", "query", "user_ids",
+                         "msg", "Field required", "input");
+        return NGX_DECLINED;
+    }
+
+    msg = NULL;
+
+    if (value.len == 0) {
+        msg = "Value error, user_ids must not be empty";
+        goto failed;
+    }
+
+    p = value.data;
+    end = p + value.len;
+    count = 0;
+
+    while (p <= end) {
+        start = p;
+        last = ngx_strlchr(p, end, ',');
+        if (last == NULL) {
+            last = end;
+        }
+
+        p = last + 1;
+
+        if (++count > NGX_HTTP_PRESENCE_API_MAX_IDS) {
+            msg = "Value error, at most 100 user ids";
+            goto failed;
+        }
+
+        while (start < last && *start == ' ') {
+            start++;
+        }
+
+        while (last > start && last[-1] == ' ') {
+            last--;
+        }
+
+        if (ngx_http_presence_api_id(start, last, &v) != NGX_OK) {
+            msg = "Value error, user ids must be positive integers";
+            goto failed;
+        }
+
+        for (i = 0; i < *n; i++) {
+            if (ids[i] == v) {
+                break;
+            }
+        }
+
+        if (i == *n) {
+            ids[(*n)++] = v;
+        }
+    }
+
+    return NGX_OK;
+
+failed:
+
+    *err = json_pack("[{ss s[ss] ss ss#}]", "type", "value_error",
+                     "loc", "query", "user_ids", "msg", msg,
+                     "input", value.data, (int) value.len);
+    return NGX_DECLINED;
+}
+
+
+/* a positive int64 in digits */
+
+static ngx_int_t
+ngx_http_presence_api_id(u_char *p, u_char *last, int64_t *id)
+{
+    int64_t  v;
+
+    if (p == last || last - p > 19) {
+        return NGX_ERROR;
+    }
+
+    for (v = 0; p < last; p++) {
+        if (*p < '0' || *p > '9' || v > (INT64_MAX - (*p - '0')) / 10) {
+            return NGX_ERROR;
+        }
+
+        v = v * 10 + (*p - '0');
+    }
+
+    if (v == 0) {
+        return NGX_ERROR;
+    }
+
+    *id = v;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_presence_api_status(ngx_http_request_t *r,
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf)
+{
+    char                       key[NGX_INT64_LEN + 1];
+    json_t                    *err, *statuses, *o;
+    time_t                     now;
+    int64_t                    ids[NGX_HTTP_PRESENCE_API_MAX_IDS];
+    int64_t                    last[NGX_HTTP_PRESENCE_API_MAX_IDS];
+    ngx_int_t                  rc;
+    ngx_uint_t                 i, n;
+    const char                *status;
+    ngx_http_presence_user_t  *user;
+
+    rc = ngx_http_presence_api_ids(r, ids, &n, &err);
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_presence_api_send(r, NGX_HTTP_PRESENCE_422,
+                                          json_pack("{so}", "detail", err));
+    }
+
+    ngx_http_presence_lock(zone, r->connection->log);
+    ngx_http_presence_advance(zone, ngx_time());
+
+    now = zone->sh->clock;
+
+    for (i = 0; i < n; i++) {
+        user = ngx_http_presence_find_user(zone, ids[i]);
+        last[i] = user ? user->last_ms : -1;
+    }
+
+    ngx_http_presence_unlock(zone);
+
+    statuses = json_object();
+
+    for (i = 0; i < n; i++) {
+        if (last[i] < 0) {
+            status = "offline";
+
+        } else if (last[i] / 1000 > now - pmcf->online) {
+            status = "online";
+
+        } else if (last[i] / 1000 > now - pmcf->recent) {
+            status = "recently_active";
+
+        } else {
+            status = "offline";
+        }
+
+        o = json_pack("{ss so}", "status", status, "last_seen",
+                      last[i] < 0 ? json_null()
+                                  : ngx_http_presence_api_time(last[i]));
+
+        ngx_sprintf((u_char *) key, "%L%Z", ids[i]);
+        json_object_set_new(statuses, key, o);
+    }
+
+    return ngx_http_presence_api_send(r, NGX_HTTP_OK,
+               json_pack("{so so}", "statuses", statuses,
+                         "timestamp", ngx_http_presence_api_now()));
+}
+
+
+/* expires now, a slice at a time so that requests are not held up */
+
+static ngx_int_t
+ngx_http_presence_api_cleanup(ngx_http_request_t *r,
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf)
+{
+    ngx_uint_t  n, more;
+
+    n = 0;
+
+    do {
+        ngx_http_presence_lock(zone, r->connection->log);
+        ngx_http_presence_advance(zone, ngx_time());
+        n += ngx_http_presence_expire(zone, pmcf->session_timeout, 1000,
+                                      &more);
+        ngx_http_presence_unlock(zone);
+
+    } while (more);
+
+    return ngx_http_presence_api_send(r, NGX_HTTP_OK,
+               json_pack("{sI so ss}",
+                         "cleaned_sessions", (json_int_t) n,
+                         "timestamp", ngx_http_presence_api_now(),
+                         "status", "success"));
+}
