@@ -252,6 +252,9 @@ ngx_http_presence_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "presence: tracking user %L", ctx->user_id);
+
     ngx_http_presence_prepare(r, ctx, &act);
 
     ngx_http_presence_touch(zone, &act, pmcf->session_timeout,
