@@ -48,7 +48,7 @@ typedef struct {
 typedef struct {
     const char                     *name;
     ngx_int_t                       min;
-    ngx_int_t                       max;
+    ngx_int_t                       max;         /* -1: no bound */
     ngx_int_t                       value;
 } ngx_http_presence_param_t;
 
@@ -612,6 +612,9 @@ ngx_http_presence_api_args(ngx_http_request_t *r,
                     "greater_than_equal", "Input should be greater than or "
                     "equal to %d", &value, "ge", params[i].min);
 
+        } else if (params[i].max == -1) {
+            params[i].value = over ? NGX_MAX_INT_T_VALUE : v;
+
         } else if (over || v > params[i].max) {
             e = ngx_http_presence_api_arg_error(params[i].name,
                     "less_than_equal", "Input should be less than or equal "
@@ -741,7 +744,7 @@ ngx_http_presence_api_users(ngx_http_request_t *r,
     ngx_http_presence_session_t   *s;
     ngx_http_presence_param_t      params[] = {
         { "limit", 1, 100, 50 },
-        { "offset", 0, NGX_MAX_INT_T_VALUE, 0 },
+        { "offset", 0, -1, 0 },
         { "threshold_minutes", 1, 1440, 15 }
     };
 

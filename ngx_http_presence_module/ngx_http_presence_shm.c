@@ -723,9 +723,10 @@ ngx_http_presence_touch(ngx_http_presence_zone_t *zone,
         s = &sh->sessions[i];
         user = &sh->users[s->user];
 
-        if (now_ms / 1000 != s->last_ms / 1000) {
-            ngx_http_presence_bit_move(sh, sh->sessions_bit,
-                                       s->last_ms / 1000, now_ms / 1000);
+        ngx_http_presence_bit_move(sh, sh->sessions_bit, s->last_ms / 1000,
+                                   now_ms / 1000);
+
+        if (sh->lru_head != i) {
             ngx_http_presence_lru_unlink(sh, i);
             ngx_http_presence_lru_head(sh, i);
         }
@@ -789,9 +790,10 @@ ngx_http_presence_touch(ngx_http_presence_zone_t *zone,
 
 user:
 
-    if (now_ms / 1000 != user->last_ms / 1000) {
-        ngx_http_presence_bit_move(sh, sh->users_bit, user->last_ms / 1000,
-                                   now_ms / 1000);
+    ngx_http_presence_bit_move(sh, sh->users_bit, user->last_ms / 1000,
+                               now_ms / 1000);
+
+    if (sh->q_head != (uint32_t) (user - sh->users)) {
         ngx_http_presence_q_unlink(sh, user - sh->users);
         ngx_http_presence_q_head(sh, user - sh->users);
     }
