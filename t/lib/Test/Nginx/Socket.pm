@@ -457,9 +457,11 @@ sub start_or_reload {
     if ($UseHup && alive($RunningPid)) {
         $ErrLogPos = -s "$ServRoot/logs/error.log" // 0
             unless $AccumErrorLog;
+        my @old = children($RunningPid);
         write_conf_file($conf);
         kill 'HUP', $RunningPid;
         wait_config_version($block);
+        wait_gone(@old);
         $RunningConfig = $conf;
         return;
     }
@@ -470,6 +472,30 @@ sub start_or_reload {
 
     stop_nginx();
     start_nginx($block, $conf);
+}
+
+# the worker processes of a master
+
+sub children {
+    my $master = shift;
+    my @pids;
+    for my $stat (glob '/proc/[0-9]*/stat') {
+        my $line = slurp($stat) // next;
+        push @pids, $1 if $line =~ /^(\d+) \(.*\) \S (\d+)/s
+                          && $2 == $master;
+    }
+    return @pids;
+}
+
+# old workers may still accept a connection until they exit
+
+sub wait_gone {
+    my @pids = @_;
+    my $deadline = time + 5;
+    while (time < $deadline) {
+        return unless grep { alive($_) } @pids;
+        sleep 0.01;
+    }
 }
 
 sub wait_config_version {
