@@ -13,6 +13,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_presence_jwt.h"
+#include "ngx_http_presence_pg.h"
 
 
 #define NGX_HTTP_PRESENCE_ZONE_MAGIC    0x50524553  /* "PRES" */
@@ -29,6 +30,8 @@
 #define NGX_HTTP_PRESENCE_UA_BUCKETS    4096
 
 #define NGX_HTTP_PRESENCE_IN_RING       0x01
+
+#define NGX_HTTP_PRESENCE_PROFILE_MISSING  0x01   /* no row in "users" */
 
 
 /*
@@ -70,8 +73,16 @@ typedef struct {
     uint32_t                        nsessions;
     uint32_t                        profile;     /* offset / 8, 0: none */
     uint32_t                        profile_at;  /* seconds */
-    uint32_t                        reserved;
+    uint32_t                        flags;
 } ngx_http_presence_user_t;
+
+
+/* a user's profile from the "users" table; NULL fields have length -1 */
+
+typedef struct {
+    int16_t                         len[3];      /* username, display_name, */
+    u_char                          data[1];     /* avatar_url */
+} ngx_http_presence_profile_t;
 
 
 /* a User-Agent string, shared by the sessions that have it */
@@ -119,7 +130,24 @@ typedef struct {
     time_t                          next_sweep;
     time_t                          last_evict_log;
 
+    /* the flusher's lease */
+    ngx_pid_t                       lease_pid;
+    uint64_t                        lease_gen;
+    ngx_msec_t                      lease_beat;
+    ngx_uint_t                      cleanup_requested;
+    uint32_t                        sweep_cursor;
+    uint64_t                        sweep_mark;
+
     /* counters */
+    uint64_t                        flush_batches;
+    uint64_t                        flush_statements;
+    uint64_t                        flush_rows;
+    uint64_t                        flush_errors;
+    uint64_t                        flush_missing_users;
+    uint64_t                        flush_deactivated;
+    time_t                          flush_last_ok;
+    ngx_uint_t                      db_connected;
+    uint64_t                        profile_failures;
     uint64_t                        evictions;
     uint64_t                        expired;
     uint64_t                        ring_overflows;
@@ -201,6 +229,13 @@ typedef struct {
 
     ngx_event_t                     sweep_event;
 
+    ngx_str_t                       pg_conninfo;
+    const char                    **pg_keywords;
+    const char                    **pg_values;
+    ngx_msec_t                      flush_interval;
+    time_t                          profile_ttl;
+    void                           *flusher;     /* this worker's */
+
     ngx_uint_t                      used;        /* presence or the API */
 
     ngx_http_presence_jwt_t         jwt;
@@ -264,6 +299,22 @@ char *ngx_http_presence_api_admin_claim(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_presence_init_tracking(ngx_conf_t *cf);
 ngx_int_t ngx_http_presence_init_process(ngx_cycle_t *cycle);
+void ngx_http_presence_exit_process(ngx_cycle_t *cycle);
+
+void ngx_http_presence_ring_add(ngx_http_presence_shm_t *sh, uint32_t i);
+u_char *ngx_http_presence_profile(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_user_t *user, ngx_uint_t field, ssize_t *len);
+void ngx_http_presence_set_profile(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_user_t *user, ngx_str_t *fields, time_t now);
+
+char *ngx_http_presence_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_presence_init_flusher_conf(ngx_conf_t *cf,
+    ngx_http_presence_main_conf_t *pmcf);
+ngx_int_t ngx_http_presence_flusher_init(ngx_cycle_t *cycle,
+    ngx_http_presence_main_conf_t *pmcf);
+void ngx_http_presence_flusher_tick(ngx_http_presence_main_conf_t *pmcf);
+void ngx_http_presence_flusher_exit(ngx_http_presence_main_conf_t *pmcf);
 
 char *ngx_http_presence_jwt_secret(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);

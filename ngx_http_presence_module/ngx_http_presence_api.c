@@ -58,6 +58,8 @@ typedef struct {
     int64_t                         last_ms;
     ngx_uint_t                      sessions;
     ngx_uint_t                      online;
+    ssize_t                         len[3];      /* -1: null */
+    u_char                          profile[3][1024];
 } ngx_http_presence_user_row_t;
 
 
@@ -734,8 +736,9 @@ static ngx_int_t
 ngx_http_presence_api_users(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf)
 {
+    u_char                        *p;
     time_t                         now, cutoff, online;
-    json_t                        *err, *list, *u;
+    json_t                        *err, *list, *u, *f[3];
     uint32_t                       i, j;
     ngx_uint_t                     total, k, n;
     ngx_http_presence_shm_t       *sh;
@@ -784,6 +787,14 @@ ngx_http_presence_api_users(ngx_http_request_t *r,
 
         rows[n].user_id = user->user_id;
         rows[n].last_ms = user->last_ms;
+
+        for (j = 0; j < 3; j++) {
+            p = ngx_http_presence_profile(zone, user, j, &rows[n].len[j]);
+
+            if (rows[n].len[j] > 0) {
+                ngx_memcpy(rows[n].profile[j], p, rows[n].len[j]);
+            }
+        }
         rows[n].online = user->last_ms / 1000 > online;
         rows[n].sessions = 0;
 
@@ -808,9 +819,17 @@ ngx_http_presence_api_users(ngx_http_request_t *r,
     list = json_array();
 
     for (k = 0; k < n; k++) {
-        u = json_pack("{sI sn sn sn so sI ss}",
+        for (j = 0; j < 3; j++) {
+            f[j] = rows[k].len[j] < 0
+                   ? json_null()
+                   : json_stringn((char *) rows[k].profile[j],
+                                  rows[k].len[j]);
+        }
+
+        u = json_pack("{sI so so so so sI ss}",
                       "user_id", (json_int_t) rows[k].user_id,
-                      "username", "display_name", "avatar_url",
+                      "username", f[0], "display_name", f[1],
+                      "avatar_url", f[2],
                       "last_seen", ngx_http_presence_api_time(rows[k].last_ms),
                       "session_count", (json_int_t) rows[k].sessions,
                       "status", rows[k].online ? "online"
@@ -1193,6 +1212,10 @@ ngx_http_presence_api_cleanup(ngx_http_request_t *r,
         ngx_http_presence_advance(zone, ngx_time());
         n += ngx_http_presence_expire(zone, pmcf->session_timeout, 1000,
                                       &more);
+
+        /* the flusher applies the same rule to the table */
+        zone->sh->cleanup_requested++;
+
         ngx_http_presence_unlock(zone);
 
     } while (more);

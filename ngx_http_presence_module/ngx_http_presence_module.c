@@ -71,6 +71,27 @@ static ngx_command_t  ngx_http_presence_commands[] = {
       offsetof(ngx_http_presence_main_conf_t, cleanup_interval),
       NULL },
 
+    { ngx_string("presence_postgres"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_presence_postgres,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("presence_flush_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_presence_main_conf_t, flush_interval),
+      NULL },
+
+    { ngx_string("presence_profile_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_presence_main_conf_t, profile_ttl),
+      NULL },
+
     { ngx_string("presence_jwt_secret"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_presence_jwt_secret,
@@ -177,7 +198,7 @@ ngx_module_t  ngx_http_presence_module = {
     ngx_http_presence_init_process,        /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_presence_exit_process,        /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -227,6 +248,8 @@ ngx_http_presence_create_main_conf(ngx_conf_t *cf)
     pmcf->recent = NGX_CONF_UNSET;
     pmcf->session_timeout = NGX_CONF_UNSET;
     pmcf->cleanup_interval = NGX_CONF_UNSET_MSEC;
+    pmcf->flush_interval = NGX_CONF_UNSET_MSEC;
+    pmcf->profile_ttl = NGX_CONF_UNSET;
 
     pmcf->jwt_leeway = NGX_CONF_UNSET;
     pmcf->jwt_require_exp = NGX_CONF_UNSET;
@@ -241,6 +264,10 @@ static char *
 ngx_http_presence_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_presence_main_conf_t *pmcf = conf;
+
+    if (ngx_http_presence_init_flusher_conf(cf, pmcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     return ngx_http_presence_jwt_init_conf(cf, pmcf);
 }

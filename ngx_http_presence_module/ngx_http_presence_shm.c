@@ -56,7 +56,7 @@ static uint32_t ngx_http_presence_new_user(ngx_http_presence_zone_t *zone,
     int64_t user_id, ngx_log_t *log);
 static void ngx_http_presence_free_session(ngx_http_presence_zone_t *zone,
     uint32_t i);
-static void ngx_http_presence_free_user(ngx_http_presence_shm_t *sh,
+static void ngx_http_presence_free_user(ngx_http_presence_zone_t *zone,
     uint32_t i);
 static void ngx_http_presence_evicted(ngx_http_presence_zone_t *zone,
     ngx_uint_t n, ngx_log_t *log);
@@ -74,8 +74,6 @@ static void ngx_http_presence_ua_put(ngx_http_presence_zone_t *zone,
     uint32_t off);
 static void ngx_http_presence_update(ngx_http_presence_zone_t *zone,
     ngx_http_presence_session_t *s, ngx_http_presence_activity_t *act);
-static void ngx_http_presence_ring_add(ngx_http_presence_shm_t *sh,
-    uint32_t i);
 
 
 #define ngx_http_presence_ptr(shpool, off)                                    \
@@ -846,7 +844,7 @@ ngx_http_presence_update(ngx_http_presence_zone_t *zone,
 }
 
 
-static void
+void
 ngx_http_presence_ring_add(ngx_http_presence_shm_t *sh, uint32_t i)
 {
     if (sh->ring_tail - sh->ring_head >= sh->nring) {
@@ -1019,17 +1017,19 @@ ngx_http_presence_free_session(ngx_http_presence_zone_t *zone, uint32_t i)
     sh->sessions_used--;
 
     if (--user->nsessions == 0) {
-        ngx_http_presence_free_user(sh, user - sh->users);
+        ngx_http_presence_free_user(zone, user - sh->users);
     }
 }
 
 
 static void
-ngx_http_presence_free_user(ngx_http_presence_shm_t *sh, uint32_t i)
+ngx_http_presence_free_user(ngx_http_presence_zone_t *zone, uint32_t i)
 {
     uint32_t                  *p;
+    ngx_http_presence_shm_t   *sh;
     ngx_http_presence_user_t  *user;
 
+    sh = zone->sh;
     user = &sh->users[i];
 
     p = &sh->user_hash[ngx_http_presence_user_bucket(sh, user->user_id)];
@@ -1044,6 +1044,13 @@ ngx_http_presence_free_user(ngx_http_presence_shm_t *sh, uint32_t i)
 
     if (user->last_ms / 1000 > sh->clock - NGX_HTTP_PRESENCE_WINDOW) {
         ngx_http_presence_bit_add(sh->users_bit, user->last_ms / 1000, -1);
+    }
+
+    if (user->profile) {
+        ngx_slab_free_locked(zone->shpool,
+                             ngx_http_presence_ptr(zone->shpool,
+                                                   user->profile));
+        user->profile = 0;
     }
 
     user->user_id = 0;
@@ -1269,4 +1276,87 @@ ngx_http_presence_ua(ngx_http_presence_zone_t *zone, uint32_t off,
     *len = ua->len;
 
     return ua->data;
+}
+
+
+/* profiles: three strings in one slab allocation */
+
+u_char *
+ngx_http_presence_profile(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_user_t *user, ngx_uint_t field, ssize_t *len)
+{
+    u_char                       *p;
+    ngx_uint_t                    i;
+    ngx_http_presence_profile_t  *profile;
+
+    if (user->profile == 0) {
+        *len = -1;
+        return NULL;
+    }
+
+    profile = ngx_http_presence_ptr(zone->shpool, user->profile);
+    p = profile->data;
+
+    for (i = 0; i < field; i++) {
+        if (profile->len[i] > 0) {
+            p += profile->len[i];
+        }
+    }
+
+    *len = profile->len[field];
+
+    return p;
+}
+
+
+void
+ngx_http_presence_set_profile(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_user_t *user, ngx_str_t *fields, time_t now)
+{
+    u_char                       *p;
+    size_t                        size;
+    ngx_uint_t                    i;
+    ngx_http_presence_profile_t  *profile;
+
+    if (user->profile) {
+        ngx_slab_free_locked(zone->shpool,
+                             ngx_http_presence_ptr(zone->shpool,
+                                                   user->profile));
+        user->profile = 0;
+    }
+
+    user->profile_at = (uint32_t) now;
+
+    if (fields == NULL) {
+        user->flags |= NGX_HTTP_PRESENCE_PROFILE_MISSING;
+        return;
+    }
+
+    user->flags &= ~NGX_HTTP_PRESENCE_PROFILE_MISSING;
+
+    size = offsetof(ngx_http_presence_profile_t, data);
+
+    for (i = 0; i < 3; i++) {
+        size += (fields[i].data ? fields[i].len : 0);
+    }
+
+    profile = ngx_slab_alloc_locked(zone->shpool, size);
+    if (profile == NULL) {
+        zone->sh->profile_failures++;
+        return;
+    }
+
+    p = profile->data;
+
+    for (i = 0; i < 3; i++) {
+        if (fields[i].data == NULL) {
+            profile->len[i] = -1;
+            continue;
+        }
+
+        profile->len[i] = (int16_t) fields[i].len;
+        p = ngx_cpymem(p, fields[i].data, fields[i].len);
+    }
+
+    user->profile = ngx_http_presence_off(zone->shpool, profile);
 }

@@ -444,6 +444,10 @@ ngx_http_presence_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    if (ngx_http_presence_flusher_init(cycle, pmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     ev = &pmcf->sweep_event;
 
     ev->handler = ngx_http_presence_tick;
@@ -454,6 +458,20 @@ ngx_http_presence_init_process(ngx_cycle_t *cycle)
     ngx_add_timer(ev, ngx_random() % NGX_HTTP_PRESENCE_TICK + 1);
 
     return NGX_OK;
+}
+
+
+void
+ngx_http_presence_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_presence_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_presence_module);
+
+    if (pmcf != NULL && pmcf->shm_zone != NULL) {
+        ngx_http_presence_flusher_exit(pmcf);
+    }
 }
 
 
@@ -498,6 +516,8 @@ ngx_http_presence_tick(ngx_event_t *ev)
     }
 
     ngx_http_presence_unlock(zone);
+
+    ngx_http_presence_flusher_tick(pmcf);
 
     next = more ? 1 : ngx_min(NGX_HTTP_PRESENCE_TICK,
                               pmcf->cleanup_interval);

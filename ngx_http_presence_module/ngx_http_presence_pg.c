@@ -1,0 +1,577 @@
+
+/*
+ * Copyright (C) The ngx_http_presence_module authors
+ */
+
+
+/*
+ * One PostgreSQL connection driven by nginx's event loop with libpq's
+ * non-blocking calls only: closed -> connecting -> idle -> busy -> idle,
+ * and backoff after any failure (exponential, with jitter, capped).
+ *
+ * The socket is registered level-triggered: libpq reads what fits in its
+ * buffer, and with edge-triggered events data left in the socket would
+ * never be signalled again.  The write event is registered only while
+ * libpq has output to flush.  libpq owns the descriptor: the nginx
+ * connection is freed without closing it, then PQfinish() closes it.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+
+#include "ngx_http_presence_pg.h"
+
+
+static void ngx_http_presence_pg_poll(ngx_http_presence_pg_t *pg);
+static ngx_int_t ngx_http_presence_pg_socket(ngx_http_presence_pg_t *pg);
+static void ngx_http_presence_pg_release(ngx_http_presence_pg_t *pg);
+static void ngx_http_presence_pg_flush(ngx_http_presence_pg_t *pg);
+static void ngx_http_presence_pg_receive(ngx_http_presence_pg_t *pg);
+static void ngx_http_presence_pg_fail(ngx_http_presence_pg_t *pg,
+    const char *what);
+static void ngx_http_presence_pg_read_handler(ngx_event_t *rev);
+static void ngx_http_presence_pg_write_handler(ngx_event_t *wev);
+static void ngx_http_presence_pg_timer_handler(ngx_event_t *ev);
+static void ngx_http_presence_pg_notice(void *arg, const char *message);
+
+
+void
+ngx_http_presence_pg_init(ngx_http_presence_pg_t *pg, ngx_log_t *log)
+{
+    pg->log = log;
+    pg->state = NGX_HTTP_PRESENCE_PG_CLOSED;
+
+    pg->timer.handler = ngx_http_presence_pg_timer_handler;
+    pg->timer.data = pg;
+    pg->timer.log = log;
+
+    if (pg->connect_timeout == 0) {
+        pg->connect_timeout = 10000;
+    }
+
+    if (pg->statement_timeout == 0) {
+        pg->statement_timeout = 30000;
+    }
+
+    if (pg->backoff_min == 0) {
+        pg->backoff_min = 500;
+    }
+
+    if (pg->backoff_max == 0) {
+        pg->backoff_max = 30000;
+    }
+
+    pg->backoff = pg->backoff_min;
+}
+
+
+void
+ngx_http_presence_pg_connect(ngx_http_presence_pg_t *pg)
+{
+    if (pg->state != NGX_HTTP_PRESENCE_PG_CLOSED) {
+        return;
+    }
+
+    pg->conn = PQconnectStartParams(pg->keywords, pg->values, 0);
+
+    if (pg->conn == NULL) {
+        ngx_http_presence_pg_fail(pg, "cannot allocate a connection");
+        return;
+    }
+
+    if (PQstatus(pg->conn) == CONNECTION_BAD) {
+        ngx_http_presence_pg_fail(pg, "connection failed");
+        return;
+    }
+
+    if (PQsetnonblocking(pg->conn, 1) != 0) {
+        ngx_http_presence_pg_fail(pg, "PQsetnonblocking() failed");
+        return;
+    }
+
+    PQsetNoticeProcessor(pg->conn, ngx_http_presence_pg_notice, pg);
+
+    pg->state = NGX_HTTP_PRESENCE_PG_CONNECTING;
+
+    pg->timer.cancelable = 0;
+    ngx_add_timer(&pg->timer, pg->connect_timeout);
+
+    /* as if PQconnectPoll() had said PGRES_POLLING_WRITING */
+
+    if (ngx_http_presence_pg_socket(pg) != NGX_OK) {
+        ngx_http_presence_pg_fail(pg, "connection failed");
+        return;
+    }
+
+    if (ngx_add_event(pg->c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT)
+        != NGX_OK)
+    {
+        ngx_http_presence_pg_fail(pg, "cannot add the write event");
+    }
+}
+
+
+/*
+ * The nginx connection follows libpq's socket, which may change at each
+ * PQconnectPoll() (another address, another host).
+ */
+
+static ngx_int_t
+ngx_http_presence_pg_socket(ngx_http_presence_pg_t *pg)
+{
+    int                fd;
+    ngx_connection_t  *c;
+
+    fd = PQsocket(pg->conn);
+
+    if (fd < 0) {
+        return NGX_ERROR;
+    }
+
+    if (pg->c != NULL && pg->c->fd == fd) {
+        return NGX_OK;
+    }
+
+    /* libpq has closed the old descriptor itself */
+
+    ngx_http_presence_pg_release(pg);
+
+    c = ngx_get_connection(fd, pg->log);
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    c->data = pg;
+    c->log = pg->log;
+    c->read->log = pg->log;
+    c->write->log = pg->log;
+    c->read->handler = ngx_http_presence_pg_read_handler;
+    c->write->handler = ngx_http_presence_pg_write_handler;
+
+    pg->c = c;
+
+    if (ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* forgets the nginx connection, never closing the descriptor */
+
+static void
+ngx_http_presence_pg_release(ngx_http_presence_pg_t *pg)
+{
+    ngx_connection_t  *c;
+
+    c = pg->c;
+
+    if (c == NULL) {
+        return;
+    }
+
+    if (c->read->active) {
+        ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
+    }
+
+    if (c->write->active) {
+        ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
+    }
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
+    c->fd = (ngx_socket_t) -1;
+    ngx_free_connection(c);
+
+    pg->c = NULL;
+}
+
+
+static void
+ngx_http_presence_pg_poll(ngx_http_presence_pg_t *pg)
+{
+    PostgresPollingStatusType  rc;
+
+    rc = PQconnectPoll(pg->conn);
+
+    if (rc == PGRES_POLLING_FAILED) {
+        ngx_http_presence_pg_fail(pg, "connection failed");
+        return;
+    }
+
+    if (ngx_http_presence_pg_socket(pg) != NGX_OK) {
+        ngx_http_presence_pg_fail(pg, "connection failed");
+        return;
+    }
+
+    switch (rc) {
+
+    case PGRES_POLLING_WRITING:
+        if (!pg->c->write->active
+            && ngx_add_event(pg->c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT)
+               != NGX_OK)
+        {
+            ngx_http_presence_pg_fail(pg, "cannot add the write event");
+        }
+
+        return;
+
+    case PGRES_POLLING_READING:
+        if (pg->c->write->active) {
+            ngx_del_event(pg->c->write, NGX_WRITE_EVENT, 0);
+        }
+
+        return;
+
+    default: /* PGRES_POLLING_OK */
+        break;
+    }
+
+    if (pg->c->write->active) {
+        ngx_del_event(pg->c->write, NGX_WRITE_EVENT, 0);
+    }
+
+    if (pg->timer.timer_set) {
+        ngx_del_timer(&pg->timer);
+    }
+
+    pg->state = NGX_HTTP_PRESENCE_PG_IDLE;
+    pg->backoff = pg->backoff_min;
+    pg->c->idle = 1;
+
+    ngx_log_error(NGX_LOG_NOTICE, pg->log, 0,
+                  "presence zone \"%V\": connected to PostgreSQL %s",
+                  pg->zone, PQhost(pg->conn) ? PQhost(pg->conn) : "");
+
+    if (pg->ready) {
+        pg->ready(pg);
+    }
+}
+
+
+ngx_int_t
+ngx_http_presence_pg_send(ngx_http_presence_pg_t *pg, const char *sql,
+    int nparams, const char *const *params,
+    ngx_http_presence_pg_result_pt handler)
+{
+    if (pg->state != NGX_HTTP_PRESENCE_PG_IDLE) {
+        return NGX_DECLINED;
+    }
+
+    if (!PQsendQueryParams(pg->conn, sql, nparams, NULL, params, NULL, NULL,
+                           0))
+    {
+        pg->handler = handler;
+        pg->state = NGX_HTTP_PRESENCE_PG_BUSY;
+        ngx_http_presence_pg_fail(pg, "cannot send a statement");
+        return NGX_ERROR;
+    }
+
+    pg->handler = handler;
+    pg->state = NGX_HTTP_PRESENCE_PG_BUSY;
+    pg->c->idle = 0;
+
+    pg->timer.cancelable = 0;
+    ngx_add_timer(&pg->timer, pg->statement_timeout);
+
+    ngx_http_presence_pg_flush(pg);
+
+    return NGX_OK;
+}
+
+
+/* what libpq could not write at once goes when the socket is writable */
+
+static void
+ngx_http_presence_pg_flush(ngx_http_presence_pg_t *pg)
+{
+    int  rc;
+
+    rc = PQflush(pg->conn);
+
+    if (rc == -1) {
+        ngx_http_presence_pg_fail(pg, "cannot send a statement");
+        return;
+    }
+
+    if (rc == 1) {
+        if (!pg->c->write->active
+            && ngx_add_event(pg->c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT)
+               != NGX_OK)
+        {
+            ngx_http_presence_pg_fail(pg, "cannot add the write event");
+        }
+
+        return;
+    }
+
+    if (pg->c->write->active) {
+        ngx_del_event(pg->c->write, NGX_WRITE_EVENT, 0);
+    }
+}
+
+
+/* all input, then every result until NULL */
+
+static void
+ngx_http_presence_pg_receive(ngx_http_presence_pg_t *pg)
+{
+    PGresult                        *res;
+    ngx_http_presence_pg_result_pt   handler;
+
+    if (!PQconsumeInput(pg->conn)) {
+        ngx_http_presence_pg_fail(pg, "connection lost");
+        return;
+    }
+
+    while (!PQisBusy(pg->conn)) {
+
+        res = PQgetResult(pg->conn);
+
+        if (res != NULL) {
+            PQclear(pg->result);
+            pg->result = res;
+            continue;
+        }
+
+        /* the statement is over */
+
+        if (pg->timer.timer_set) {
+            ngx_del_timer(&pg->timer);
+        }
+
+        pg->state = NGX_HTTP_PRESENCE_PG_IDLE;
+        pg->c->idle = 1;
+
+        res = pg->result;
+        pg->result = NULL;
+        handler = pg->handler;
+        pg->handler = NULL;
+
+        if (res != NULL
+            && PQresultStatus(res) != PGRES_COMMAND_OK
+            && PQresultStatus(res) != PGRES_TUPLES_OK)
+        {
+            ngx_log_error(NGX_LOG_ERR, pg->log, 0,
+                          "presence zone \"%V\": PostgreSQL: %s",
+                          pg->zone, PQresultErrorMessage(res));
+            PQclear(res);
+            res = NULL;
+        }
+
+        if (handler) {
+            handler(pg, res);
+        }
+
+        PQclear(res);
+
+        return;
+    }
+}
+
+
+/*
+ * Closes the connection and waits: 0.5 s, doubling up to 30 s, with a
+ * quarter of jitter.  One log line per failure, so at most one per
+ * backoff step.
+ */
+
+static void
+ngx_http_presence_pg_fail(ngx_http_presence_pg_t *pg, const char *what)
+{
+    u_char                          *p, *last, msg[512];
+    ngx_msec_t                       delay;
+    ngx_http_presence_pg_result_pt   handler;
+
+    p = msg;
+    last = msg + sizeof(msg) - 1;
+
+    if (pg->conn) {
+        p = ngx_slprintf(msg, last, "%s", PQerrorMessage(pg->conn));
+
+        while (p > msg && (p[-1] == '\n' || p[-1] == ' ')) {
+            p--;
+        }
+    }
+
+    *p = '\0';
+
+    delay = pg->backoff;
+    delay += (ngx_msec_t) ngx_random() % (delay / 4 + 1);
+
+    pg->backoff = ngx_min(pg->backoff * 2, pg->backoff_max);
+
+    ngx_log_error(NGX_LOG_ERR, pg->log, 0,
+                  "presence zone \"%V\": PostgreSQL %s%s%s, retrying in %M ms",
+                  pg->zone, what, msg[0] ? ": " : "", msg, delay);
+
+    handler = (pg->state == NGX_HTTP_PRESENCE_PG_BUSY) ? pg->handler : NULL;
+
+    ngx_http_presence_pg_close(pg);
+
+    pg->state = NGX_HTTP_PRESENCE_PG_BACKOFF;
+
+    if (!ngx_exiting && !ngx_terminate) {
+        pg->timer.cancelable = 1;
+        ngx_add_timer(&pg->timer, delay);
+    }
+
+    if (handler) {
+        handler(pg, NULL);
+    }
+}
+
+
+void
+ngx_http_presence_pg_close(ngx_http_presence_pg_t *pg)
+{
+    if (pg->timer.timer_set) {
+        ngx_del_timer(&pg->timer);
+    }
+
+    ngx_http_presence_pg_release(pg);
+
+    PQclear(pg->result);
+    pg->result = NULL;
+    pg->handler = NULL;
+
+    if (pg->conn) {
+        PQfinish(pg->conn);
+        pg->conn = NULL;
+    }
+
+    pg->state = NGX_HTTP_PRESENCE_PG_CLOSED;
+}
+
+
+static void
+ngx_http_presence_pg_read_handler(ngx_event_t *rev)
+{
+    ngx_connection_t        *c;
+    ngx_http_presence_pg_t  *pg;
+
+    c = rev->data;
+    pg = c->data;
+
+    if (c->close) {
+
+        /* the worker is shutting down and the connection is idle */
+
+        c->close = 0;
+        c->idle = 0;
+
+        if (pg->shutdown) {
+            pg->shutdown(pg);
+
+        } else {
+            ngx_http_presence_pg_close(pg);
+        }
+
+        return;
+    }
+
+    switch (pg->state) {
+
+    case NGX_HTTP_PRESENCE_PG_CONNECTING:
+        ngx_http_presence_pg_poll(pg);
+        return;
+
+    case NGX_HTTP_PRESENCE_PG_BUSY:
+        ngx_http_presence_pg_receive(pg);
+        return;
+
+    default:
+
+        /* idle: a notice, or the server went away */
+
+        if (!PQconsumeInput(pg->conn) || PQstatus(pg->conn) == CONNECTION_BAD)
+        {
+            ngx_http_presence_pg_fail(pg, "connection lost");
+            return;
+        }
+
+        while (!PQisBusy(pg->conn)) {
+            PGresult  *res = PQgetResult(pg->conn);
+
+            if (res == NULL) {
+                break;
+            }
+
+            PQclear(res);
+        }
+    }
+}
+
+
+static void
+ngx_http_presence_pg_write_handler(ngx_event_t *wev)
+{
+    ngx_connection_t        *c;
+    ngx_http_presence_pg_t  *pg;
+
+    c = wev->data;
+    pg = c->data;
+
+    switch (pg->state) {
+
+    case NGX_HTTP_PRESENCE_PG_CONNECTING:
+        ngx_http_presence_pg_poll(pg);
+        return;
+
+    case NGX_HTTP_PRESENCE_PG_BUSY:
+        ngx_http_presence_pg_flush(pg);
+        return;
+
+    default:
+        if (c->write->active) {
+            ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
+        }
+    }
+}
+
+
+static void
+ngx_http_presence_pg_timer_handler(ngx_event_t *ev)
+{
+    ngx_http_presence_pg_t  *pg;
+
+    pg = ev->data;
+
+    switch (pg->state) {
+
+    case NGX_HTTP_PRESENCE_PG_CONNECTING:
+        ngx_http_presence_pg_fail(pg, "connect timed out");
+        return;
+
+    case NGX_HTTP_PRESENCE_PG_BUSY:
+        ngx_http_presence_pg_fail(pg, "statement timed out");
+        return;
+
+    case NGX_HTTP_PRESENCE_PG_BACKOFF:
+        pg->state = NGX_HTTP_PRESENCE_PG_CLOSED;
+        ngx_http_presence_pg_connect(pg);
+        return;
+
+    default:
+        return;
+    }
+}
+
+
+static void
+ngx_http_presence_pg_notice(void *arg, const char *message)
+{
+    ngx_http_presence_pg_t  *pg = arg;
+
+    ngx_log_error(NGX_LOG_NOTICE, pg->log, 0,
+                  "presence zone \"%V\": PostgreSQL: %s", pg->zone, message);
+}
