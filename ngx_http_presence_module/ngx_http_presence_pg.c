@@ -405,6 +405,14 @@ ngx_http_presence_pg_fail(ngx_http_presence_pg_t *pg, const char *what)
 
     *p = '\0';
 
+    /* one line in the log */
+
+    for (p = msg; *p; p++) {
+        if (*p == '\n' || *p == '\t' || *p == '\r') {
+            *p = ' ';
+        }
+    }
+
     delay = pg->backoff;
     delay += (ngx_msec_t) ngx_random() % (delay / 4 + 1);
 
@@ -456,6 +464,7 @@ ngx_http_presence_pg_close(ngx_http_presence_pg_t *pg)
 static void
 ngx_http_presence_pg_read_handler(ngx_event_t *rev)
 {
+    PGresult                *res;
     ngx_connection_t        *c;
     ngx_http_presence_pg_t  *pg;
 
@@ -500,7 +509,7 @@ ngx_http_presence_pg_read_handler(ngx_event_t *rev)
         }
 
         while (!PQisBusy(pg->conn)) {
-            PGresult  *res = PQgetResult(pg->conn);
+            res = PQgetResult(pg->conn);
 
             if (res == NULL) {
                 break;

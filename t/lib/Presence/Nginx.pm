@@ -97,11 +97,13 @@ sub start {
         sleep 0.05;
     }
 
+    $self->{master} = $self->pid;
     $self->wait_workers;
 }
 
 sub pid {
     my $self = shift;
+    return $self->{master} if $self->{master};
     open my $fh, '<', "$self->{root}/logs/nginx.pid" or return undef;
     my $pid = <$fh>;
     return $pid && $pid =~ /(\d+)/ ? $1 : undef;
@@ -142,6 +144,7 @@ sub alive {
 sub stop {
     my ($self, $signal) = @_;
     my $pid = $self->pid // return;
+    delete $self->{master};
     kill $signal // 'QUIT', $pid;
     my $deadline = time + 10;
     while (alive($pid)) {
@@ -193,7 +196,7 @@ sub get { my $self = shift; return $self->request(@_) }
 sub DESTROY {
     my $self = shift;
     local $?;
-    $self->stop('KILL') if $self->pid && !$self->{keep_running};
+    $self->stop('KILL') if $self->{master} && !$self->{keep_running};
 }
 
 1;
