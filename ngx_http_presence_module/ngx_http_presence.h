@@ -154,6 +154,8 @@ typedef struct {
     uint64_t                        ua_failures;
     uint64_t                        resets;
     ngx_atomic_t                    requests[5]; /* by JWT status */
+    ngx_atomic_t                    cache_hits;
+    ngx_atomic_t                    cache_misses;
 
     uint32_t                       *session_hash;
     uint32_t                       *user_hash;
@@ -307,6 +309,8 @@ u_char *ngx_http_presence_profile(ngx_http_presence_zone_t *zone,
 void ngx_http_presence_set_profile(ngx_http_presence_zone_t *zone,
     ngx_http_presence_user_t *user, ngx_str_t *fields, time_t now);
 
+char *ngx_http_presence_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 char *ngx_http_presence_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_presence_init_flusher_conf(ngx_conf_t *cf,

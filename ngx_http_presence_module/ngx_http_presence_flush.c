@@ -448,6 +448,8 @@ ngx_http_presence_lease(ngx_http_presence_flusher_t *f)
 
     if (pid == ngx_pid && sh->lease_gen == f->lease_gen && f->owner) {
         sh->lease_beat = now;
+        sh->db_connected = (f->pg.state == NGX_HTTP_PRESENCE_PG_IDLE
+                            || f->pg.state == NGX_HTTP_PRESENCE_PG_BUSY);
         rc = NGX_OK;
 
     } else if (pid == 0

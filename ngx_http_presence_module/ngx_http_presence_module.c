@@ -50,6 +50,13 @@ static ngx_command_t  ngx_http_presence_commands[] = {
       0,
       NULL },
 
+    { ngx_string("presence_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_presence_metrics,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("presence_thresholds"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_presence_thresholds,

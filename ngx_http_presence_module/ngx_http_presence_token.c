@@ -586,6 +586,7 @@ ngx_http_presence_verify(ngx_http_request_t *r,
     time_t                               now, until;
     u_char                               digest[32];
     ngx_http_presence_jwt_result_t       res;
+    ngx_http_presence_zone_t            *zone;
     ngx_http_presence_jwt_cache_t       *cache;
     ngx_http_presence_jwt_cache_node_t  *node;
 
@@ -601,6 +602,11 @@ ngx_http_presence_verify(ngx_http_request_t *r,
         if (node != NULL && now <= node->until) {
             cache->hits++;
 
+            if (pmcf->shm_zone) {
+                zone = pmcf->shm_zone->data;
+                (void) ngx_atomic_fetch_add(&zone->sh->cache_hits, 1);
+            }
+
             ctx->status = node->status;
             ctx->user_id = node->user_id;
             ctx->exp = node->exp;
@@ -615,6 +621,11 @@ ngx_http_presence_verify(ngx_http_request_t *r,
         }
 
         cache->misses++;
+    }
+
+    if (pmcf->shm_zone) {
+        zone = pmcf->shm_zone->data;
+        (void) ngx_atomic_fetch_add(&zone->sh->cache_misses, 1);
     }
 
     ctx->status = ngx_http_presence_jwt_verify(&pmcf->jwt, token->data,
