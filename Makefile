@@ -41,7 +41,7 @@ DEB_PKGS := make gcc nginx nginx-dev libpq-dev libjansson-dev libssl-dev \
 
 T ?= t/
 
-.PHONY: all deps test clean
+.PHONY: all deps test clean run stop token
 
 all: $(SO)
 
@@ -73,7 +73,21 @@ test: deps
 	$(MAKE) all
 	NGINX_BIN=$(NGINX_BIN) SO=$(SO) t/bin/run-suite $(T)
 
+# the demo: PostgreSQL, nginx on 127.0.0.1:8080, a token and curl lines
+run: deps
+	$(MAKE) all
+	NGINX_BIN=$(NGINX_BIN) SO=$(SO) t/bin/demo run
+
+stop:
+	@t/bin/demo stop
+
+# make token USER=42 [EXP=3600] [ROLE=admin]
+token:
+	@t/bin/demo token "$(USER)" "$(EXP)" "$(ROLE)"
+
 clean:
+	-@t/bin/demo stop >/dev/null 2>&1
+	-@t/bin/pg stop test >/dev/null 2>&1
 	rm -rf $(BUILD) t/servroot*
 
 # libFuzzer on the JWT verifier (and key loading); FUZZ_TIME in seconds.

@@ -167,7 +167,7 @@ ngx_http_presence_postgres(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     int                   rc;
     char                 *err, *host, *hostaddr, *p, *last;
     u_char               *a;
-    size_t                len;
+    size_t                len, total;
     ngx_str_t            *value;
     ngx_uint_t            n, i, has_app, has_gss;
     struct addrinfo       hints, *ai;
@@ -260,7 +260,7 @@ ngx_http_presence_postgres(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     /* host names become addresses: "hostaddr" in host order */
 
     if (host != NULL && hostaddr == NULL) {
-        len = 0;
+        total = 0;
         a = ngx_pnalloc(cf->pool, 64 * (ngx_strlen(host) + 1));
         if (a == NULL) {
             PQconninfoFree(opts);
@@ -294,14 +294,14 @@ ngx_http_presence_postgres(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                     return NGX_CONF_ERROR;
                 }
 
-                (void) ngx_sock_ntop(ai->ai_addr, ai->ai_addrlen,
-                                     (u_char *) addr, sizeof(addr) - 1, 0);
-                addr[ngx_min(ngx_strlen(addr), sizeof(addr) - 1)] = '\0';
+                len = ngx_sock_ntop(ai->ai_addr, ai->ai_addrlen,
+                                    (u_char *) addr, sizeof(addr) - 1, 0);
+                addr[len] = '\0';
                 freeaddrinfo(ai);
             }
 
             a = ngx_cpymem(a, addr, ngx_strlen(addr));
-            len += ngx_strlen(addr);
+            total += ngx_strlen(addr);
 
             if (last == NULL) {
                 break;
@@ -309,11 +309,11 @@ ngx_http_presence_postgres(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
             *last = ',';
             *a++ = ',';
-            len++;
+            total++;
         }
 
         *a = '\0';
-        a -= len;
+        a -= total;
 
         pmcf->pg_keywords[i] = "hostaddr";
         pmcf->pg_values[i++] = (char *) a;
