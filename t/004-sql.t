@@ -27,7 +27,14 @@ my $catalog = q{
     ) s
 };
 
-pg_query('DROP SCHEMA public CASCADE; CREATE SCHEMA public');
+# a scratch database, so that the suite's own is left alone
+
+pg_query('DROP DATABASE IF EXISTS presence_migrations');
+pg_query('CREATE DATABASE presence_migrations');
+
+my $main = $ENV{TEST_NGINX_PG_DSN};
+($ENV{TEST_NGINX_PG_DSN} = $main) =~ s/dbname=\S+/dbname=presence_migrations/
+    or BAIL_OUT('no dbname in TEST_NGINX_PG_DSN');
 
 pg_file($_) for @files;
 my $once = pg_query($catalog);
@@ -49,5 +56,8 @@ my $twice = pg_query($catalog);
 is($twice, $once, 'applying the migrations twice changes no table, '
                   . 'column, index or constraint');
 is(pg_value('SELECT count(*) FROM user_sessions'), 1, 'and keeps the rows');
+
+$ENV{TEST_NGINX_PG_DSN} = $main;
+pg_query('DROP DATABASE presence_migrations');
 
 done_testing();
