@@ -37,7 +37,7 @@ UPSTREAM_FLAGS := --with-compat --with-debug --with-threads \
 
 DEB_PKGS := make gcc nginx nginx-dev libpq-dev libjansson-dev libssl-dev \
             postgresql postgresql-contrib openssl curl \
-            perl libtest-base-perl wrk gdb prometheus
+            perl libtest-base-perl wrk gdb prometheus faketime
 
 T ?= t/
 

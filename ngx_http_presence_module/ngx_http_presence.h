@@ -137,6 +137,8 @@ typedef struct {
     ngx_uint_t                      cleanup_requested;
     uint32_t                        sweep_cursor;
     uint64_t                        sweep_mark;
+    int64_t                         pull_watermark;  /* DB clock, us */
+    uint64_t                        pulled_rows;
 
     /* counters */
     uint64_t                        flush_batches;
@@ -183,6 +185,7 @@ typedef struct {
     int64_t                         user_id;
     int64_t                         exp;
     int64_t                         now_ms;
+    int64_t                         created_ms;  /* pulled from PostgreSQL */
     u_char                          addr[16];
     uint8_t                         family;
     uint32_t                        ua_hash;
@@ -236,6 +239,8 @@ typedef struct {
     const char                    **pg_values;
     ngx_msec_t                      flush_interval;
     time_t                          profile_ttl;
+    ngx_flag_t                      cluster;
+    ngx_str_t                       node;
     void                           *flusher;     /* this worker's */
 
     ngx_uint_t                      used;        /* presence or the API */
@@ -281,6 +286,11 @@ void ngx_http_presence_unlock(ngx_http_presence_zone_t *zone);
 void ngx_http_presence_advance(ngx_http_presence_zone_t *zone, time_t now);
 void ngx_http_presence_touch(ngx_http_presence_zone_t *zone,
     ngx_http_presence_activity_t *act, time_t timeout, ngx_log_t *log);
+void ngx_http_presence_record(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_activity_t *act, time_t timeout, ngx_log_t *log,
+    ngx_uint_t remote);
+void ngx_http_presence_forget(ngx_http_presence_zone_t *zone, u_char *id,
+    int64_t last_ms);
 ngx_uint_t ngx_http_presence_count(ngx_http_presence_zone_t *zone,
     time_t seconds, ngx_uint_t sessions);
 ngx_uint_t ngx_http_presence_expire(ngx_http_presence_zone_t *zone,
@@ -296,6 +306,8 @@ void ngx_http_presence_sample_peak(ngx_http_presence_zone_t *zone,
     time_t online);
 
 ngx_int_t ngx_http_presence_add_track_variables(ngx_conf_t *cf);
+size_t ngx_http_presence_sanitize(u_char *dst, size_t size, u_char *src,
+    size_t len);
 char *ngx_http_presence_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 char *ngx_http_presence_api_admin_claim(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);

@@ -60,6 +60,8 @@ typedef struct {
     ngx_uint_t                      owner;
     ngx_uint_t                      exiting;
     ngx_uint_t                      chained;
+    ngx_uint_t                      catchup;
+    ngx_uint_t                      connecting;  /* peaks, then a flush */
 
     ngx_http_presence_row_t        *rows;
     ngx_uint_t                      nrows;
@@ -102,6 +104,11 @@ static void ngx_http_presence_profiles(ngx_http_presence_flusher_t *f);
 static void ngx_http_presence_profiles_loaded(ngx_http_presence_pg_t *pg,
     PGresult *res);
 static void ngx_http_presence_done(ngx_http_presence_flusher_t *f);
+static void ngx_http_presence_pull(ngx_http_presence_flusher_t *f);
+static void ngx_http_presence_pulled(ngx_http_presence_pg_t *pg,
+    PGresult *res);
+static void ngx_http_presence_merge(ngx_http_presence_flusher_t *f,
+    PGresult *res, int i);
 
 
 static const char  ngx_http_presence_upsert[] =
@@ -113,20 +120,23 @@ static const char  ngx_http_presence_upsert[] =
     "), ins AS ("
     " INSERT INTO user_sessions AS s (user_id, session_token, ip_address,"
     " user_agent, device_info, created_at, last_activity, expires_at,"
-    " is_active)"
+    " is_active, node, updated_at)"
     " SELECT u, t, ip, ua, d,"
     " to_timestamp(c / 1000.0) AT TIME ZONE 'UTC',"
     " to_timestamp(l / 1000.0) AT TIME ZONE 'UTC',"
-    " to_timestamp(e) AT TIME ZONE 'UTC', true FROM ok"
+    " to_timestamp(e) AT TIME ZONE 'UTC', true, $7,"
+    " now() AT TIME ZONE 'UTC' FROM ok"
     " ON CONFLICT (session_token) DO UPDATE SET"
     " last_activity = GREATEST(s.last_activity, EXCLUDED.last_activity),"
     " ip_address = EXCLUDED.ip_address, user_agent = EXCLUDED.user_agent,"
     " device_info = EXCLUDED.device_info, expires_at = EXCLUDED.expires_at,"
-    " is_active = true"
+    " is_active = true, node = EXCLUDED.node,"
+    " updated_at = EXCLUDED.updated_at"
     " WHERE s.last_activity < EXCLUDED.last_activity OR NOT s.is_active"
     " RETURNING 1"
     "), gone AS ("
-    " UPDATE user_sessions SET is_active = false"
+    " UPDATE user_sessions SET is_active = false,"
+    " updated_at = now() AT TIME ZONE 'UTC'"
     " WHERE $2::int = 1 AND is_active"
     " AND (last_activity < to_timestamp($3::bigint) AT TIME ZONE 'UTC'"
     " OR expires_at < to_timestamp($3::bigint) AT TIME ZONE 'UTC')"
@@ -147,6 +157,27 @@ static const char  ngx_http_presence_upsert[] =
 static const char  ngx_http_presence_peaks_sql[] =
     "SELECT hour, online_users FROM presence_peaks"
     " WHERE day = (to_timestamp($1::bigint) AT TIME ZONE 'UTC')::date";
+
+
+/*
+ * The other nodes' rows that changed since the watermark, on the
+ * database's clock; 10 s of overlap catch transactions that committed
+ * after later ones (merging a row twice changes nothing).
+ */
+
+static const char  ngx_http_presence_pull_sql[] =
+    "SELECT user_id, session_token, ip_address, user_agent,"
+    " (extract(epoch FROM created_at) * 1000)::bigint,"
+    " (extract(epoch FROM last_activity) * 1000)::bigint,"
+    " extract(epoch FROM expires_at)::bigint, is_active,"
+    " (extract(epoch FROM updated_at) * 1000000)::bigint"
+    " FROM user_sessions"
+    " WHERE updated_at > CASE WHEN $1::bigint = 0"
+    " THEN (now() AT TIME ZONE 'UTC') - make_interval(secs => $3::bigint)"
+    " ELSE to_timestamp($1::bigint / 1000000.0) AT TIME ZONE 'UTC'"
+    " - make_interval(secs => $4::int) END"
+    " AND node IS DISTINCT FROM $2"
+    " ORDER BY updated_at LIMIT 20000";
 
 
 static const char  ngx_http_presence_profiles_sql[] =
@@ -350,6 +381,17 @@ ngx_http_presence_init_flusher_conf(ngx_conf_t *cf,
 {
     ngx_conf_init_msec_value(pmcf->flush_interval, 1000);
     ngx_conf_init_value(pmcf->profile_ttl, 300);
+    ngx_conf_init_value(pmcf->cluster, 0);
+
+    if (pmcf->node.data == NULL) {
+        pmcf->node = cf->cycle->hostname;
+    }
+
+    if (pmcf->cluster && pmcf->pg_conninfo.data == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"presence_cluster\" needs \"presence_postgres\"");
+        return NGX_CONF_ERROR;
+    }
 
     if (pmcf->flush_interval < 10) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -558,6 +600,8 @@ ngx_http_presence_ready(ngx_http_presence_pg_t *pg)
     ngx_sprintf((u_char *) day, "%T%Z", ngx_time());
     params[0] = day;
 
+    f->connecting = 1;
+
     if (ngx_http_presence_pg_send(pg, ngx_http_presence_peaks_sql, 1, params,
                                   ngx_http_presence_peaks_loaded)
         != NGX_OK)
@@ -600,8 +644,14 @@ ngx_http_presence_peaks_loaded(ngx_http_presence_pg_t *pg, PGresult *res)
 
     ngx_http_presence_unlock(f->zone);
 
-    f->chained = 0;
-    ngx_http_presence_flush(f);
+    if (f->connecting) {
+        f->connecting = 0;
+        f->chained = 0;
+        ngx_http_presence_flush(f);
+        return;
+    }
+
+    ngx_http_presence_profiles(f);
 }
 
 
@@ -636,14 +686,14 @@ ngx_http_presence_flush(ngx_http_presence_flusher_t *f)
 {
     char         cleanup[2], cutoff[NGX_TIME_T_LEN + 1];
     char         now[NGX_TIME_T_LEN + 1], hour[4], peak[NGX_INT32_LEN + 1];
-    const char  *params[6];
+    const char  *params[7];
 
     if (f->pg.state != NGX_HTTP_PRESENCE_PG_IDLE) {
         return;
     }
 
     if (ngx_http_presence_collect(f) == 0) {
-        ngx_http_presence_profiles(f);
+        ngx_http_presence_pull(f);
         return;
     }
 
@@ -668,8 +718,9 @@ ngx_http_presence_flush(ngx_http_presence_flusher_t *f)
     params[3] = now;
     params[4] = hour;
     params[5] = peak;
+    params[6] = (char *) f->pmcf->node.data;
 
-    (void) ngx_http_presence_pg_send(&f->pg, ngx_http_presence_upsert, 6,
+    (void) ngx_http_presence_pg_send(&f->pg, ngx_http_presence_upsert, 7,
                                      params, ngx_http_presence_flushed);
 
     /* libpq has copied the parameters */
@@ -1033,7 +1084,164 @@ done:
         return;
     }
 
-    ngx_http_presence_profiles(f);
+    ngx_http_presence_pull(f);
+}
+
+
+/* presence_cluster: the other nodes' activity, merged into the zone */
+
+static void
+ngx_http_presence_pull(ngx_http_presence_flusher_t *f)
+{
+    char         wm[NGX_INT64_LEN + 1], since[NGX_TIME_T_LEN + 1];
+    char         overlap[4];
+    const char  *params[4];
+
+    if (!f->pmcf->cluster || f->exiting) {
+        ngx_http_presence_profiles(f);
+        return;
+    }
+
+    ngx_http_presence_lock(f->zone, f->pg.log);
+    ngx_sprintf((u_char *) wm, "%L%Z", f->zone->sh->pull_watermark);
+    ngx_http_presence_unlock(f->zone);
+
+    ngx_sprintf((u_char *) since, "%T%Z", f->pmcf->session_timeout);
+    ngx_sprintf((u_char *) overlap, "%d%Z", f->catchup ? 0 : 10);
+
+    params[0] = wm;
+    params[1] = (char *) f->pmcf->node.data;
+    params[2] = since;
+    params[3] = overlap;
+
+    (void) ngx_http_presence_pg_send(&f->pg, ngx_http_presence_pull_sql, 4,
+                                     params, ngx_http_presence_pulled);
+}
+
+
+static void
+ngx_http_presence_pulled(ngx_http_presence_pg_t *pg, PGresult *res)
+{
+    int                           i, n;
+    char                          day[NGX_TIME_T_LEN + 1];
+    const char                   *params[1];
+    int64_t                       wm, t;
+    ngx_http_presence_shm_t      *sh;
+    ngx_http_presence_flusher_t  *f;
+
+    f = pg->data;
+
+    if (res == NULL) {
+        return;
+    }
+
+    n = PQntuples(res);
+
+    ngx_http_presence_lock(f->zone, pg->log);
+
+    sh = f->zone->sh;
+    ngx_http_presence_advance(f->zone, ngx_time());
+
+    sh->writer = ngx_pid;
+
+    wm = sh->pull_watermark;
+
+    for (i = 0; i < n; i++) {
+        ngx_http_presence_merge(f, res, i);
+
+        t = ngx_atoof((u_char *) PQgetvalue(res, i, 8),
+                      PQgetlength(res, i, 8));
+        if (t > wm) {
+            wm = t;
+        }
+    }
+
+    sh->writer = 0;
+    sh->pull_watermark = wm;
+    sh->pulled_rows += n;
+
+    ngx_http_presence_unlock(f->zone);
+
+    /* a full page: the next pull continues exactly where this one ended */
+
+    f->catchup = (n == 20000);
+
+    /* the cluster's peaks: every node's samples, the highest wins */
+
+    ngx_sprintf((u_char *) day, "%T%Z", ngx_time());
+    params[0] = day;
+
+    (void) ngx_http_presence_pg_send(pg, ngx_http_presence_peaks_sql, 1,
+                                     params, ngx_http_presence_peaks_loaded);
+}
+
+
+static void
+ngx_http_presence_merge(ngx_http_presence_flusher_t *f, PGresult *res, int i)
+{
+    u_char                        *v, id[32];
+    size_t                         len;
+    ngx_int_t                      n;
+    ngx_uint_t                     k;
+    ngx_http_presence_activity_t   act;
+
+    if (PQgetlength(res, i, 1) != 64) {
+        return;     /* not a session id of ours */
+    }
+
+    v = (u_char *) PQgetvalue(res, i, 1);
+
+    for (k = 0; k < 32; k++) {
+        n = ngx_hextoi(v + 2 * k, 2);
+        if (n == NGX_ERROR) {
+            return;
+        }
+
+        id[k] = (u_char) n;
+    }
+
+    if (*PQgetvalue(res, i, 7) != 't') {
+        ngx_http_presence_forget(f->zone, id,
+                                 ngx_atoof((u_char *) PQgetvalue(res, i, 5),
+                                           PQgetlength(res, i, 5)));
+        return;
+    }
+
+    ngx_memzero(&act, offsetof(ngx_http_presence_activity_t, ua));
+
+    ngx_memcpy(act.id, id, 32);
+    act.user_id = ngx_atoof((u_char *) PQgetvalue(res, i, 0),
+                            PQgetlength(res, i, 0));
+    act.created_ms = ngx_atoof((u_char *) PQgetvalue(res, i, 4),
+                               PQgetlength(res, i, 4));
+    act.now_ms = ngx_atoof((u_char *) PQgetvalue(res, i, 5),
+                           PQgetlength(res, i, 5));
+    act.exp = PQgetisnull(res, i, 6)
+              ? INT64_MAX
+              : ngx_atoof((u_char *) PQgetvalue(res, i, 6),
+                          PQgetlength(res, i, 6));
+
+    if (act.user_id <= 0 || act.now_ms <= 0) {
+        return;
+    }
+
+    v = (u_char *) PQgetvalue(res, i, 2);
+
+    if (inet_pton(AF_INET, (char *) v, act.addr) == 1) {
+        act.family = AF_INET;
+
+    } else if (inet_pton(AF_INET6, (char *) v, act.addr) == 1) {
+        act.family = AF_INET6;
+    }
+
+    len = PQgetlength(res, i, 3);
+    act.ua_len = ngx_http_presence_sanitize(act.ua, NGX_HTTP_PRESENCE_UA_MAX,
+                                            (u_char *) PQgetvalue(res, i, 3),
+                                            len);
+    act.ua_hash = ngx_crc32_short(act.ua, act.ua_len);
+
+    ngx_http_presence_record(f->zone, &act, f->pmcf->session_timeout,
+                             f->pg.log, 1);
 }
 
 

@@ -99,6 +99,20 @@ static ngx_command_t  ngx_http_presence_commands[] = {
       offsetof(ngx_http_presence_main_conf_t, profile_ttl),
       NULL },
 
+    { ngx_string("presence_cluster"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_presence_main_conf_t, cluster),
+      NULL },
+
+    { ngx_string("presence_node"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_presence_main_conf_t, node),
+      NULL },
+
     { ngx_string("presence_jwt_secret"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_presence_jwt_secret,
@@ -257,6 +271,7 @@ ngx_http_presence_create_main_conf(ngx_conf_t *cf)
     pmcf->cleanup_interval = NGX_CONF_UNSET_MSEC;
     pmcf->flush_interval = NGX_CONF_UNSET_MSEC;
     pmcf->profile_ttl = NGX_CONF_UNSET;
+    pmcf->cluster = NGX_CONF_UNSET;
 
     pmcf->jwt_leeway = NGX_CONF_UNSET;
     pmcf->jwt_require_exp = NGX_CONF_UNSET;

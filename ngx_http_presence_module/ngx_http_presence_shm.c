@@ -66,6 +66,8 @@ static void ngx_http_presence_lru_unlink(ngx_http_presence_shm_t *sh,
     uint32_t i);
 static void ngx_http_presence_q_head(ngx_http_presence_shm_t *sh,
     uint32_t i);
+static void ngx_http_presence_q_place(ngx_http_presence_shm_t *sh,
+    uint32_t i);
 static void ngx_http_presence_q_unlink(ngx_http_presence_shm_t *sh,
     uint32_t i);
 static uint32_t ngx_http_presence_ua_get(ngx_http_presence_zone_t *zone,
@@ -697,23 +699,55 @@ void
 ngx_http_presence_touch(ngx_http_presence_zone_t *zone,
     ngx_http_presence_activity_t *act, time_t timeout, ngx_log_t *log)
 {
-    int64_t                       now_ms;
+    ngx_http_presence_lock(zone, log);
+
+    ngx_http_presence_advance(zone, act->now_ms / 1000);
+
+    zone->sh->writer = ngx_pid;
+    ngx_http_presence_record(zone, act, timeout, log, 0);
+    zone->sh->writer = 0;
+
+    ngx_http_presence_unlock(zone);
+}
+
+
+/*
+ * Under the lock.  Local activity moves time forward and queues the
+ * session for the flusher; activity pulled from another node (remote)
+ * keeps its own time, is placed in order, and is never written back.
+ */
+
+void
+ngx_http_presence_record(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_activity_t *act, time_t timeout, ngx_log_t *log,
+    ngx_uint_t remote)
+{
+    int64_t                       now_ms, old_ms;
     uint32_t                      i, u, b;
+    ngx_uint_t                    clean;
     ngx_http_presence_shm_t      *sh;
     ngx_http_presence_user_t     *user;
     ngx_http_presence_session_t  *s;
 
-    ngx_http_presence_lock(zone, log);
-
     sh = zone->sh;
 
-    ngx_http_presence_advance(zone, act->now_ms / 1000);
+    if (remote) {
 
-    /* time never goes back, whichever worker's clock is behind */
+        /*
+         * another node's clock: what is ahead of ours counts as now, the
+         * counting trees never hold a second the clock has not reached
+         */
 
-    now_ms = ngx_max(act->now_ms, sh->clock * 1000);
+        now_ms = ngx_min(act->now_ms, sh->clock * 1000 + 999);
 
-    sh->writer = ngx_pid;
+        if (now_ms / 1000 <= sh->clock - NGX_HTTP_PRESENCE_WINDOW) {
+            return;
+        }
+
+    } else {
+        /* time never goes back, whichever worker's clock is behind */
+        now_ms = ngx_max(act->now_ms, sh->clock * 1000);
+    }
 
     i = ngx_http_presence_find_session(sh, act->id);
 
@@ -721,7 +755,14 @@ ngx_http_presence_touch(ngx_http_presence_zone_t *zone,
         s = &sh->sessions[i];
         user = &sh->users[s->user];
 
-        ngx_http_presence_bit_move(sh, sh->sessions_bit, s->last_ms / 1000,
+        if (remote && s->last_ms >= now_ms) {
+            return;     /* ours is newer */
+        }
+
+        clean = (s->flushed_ms >= s->last_ms);
+        old_ms = s->last_ms;
+
+        ngx_http_presence_bit_move(sh, sh->sessions_bit, old_ms / 1000,
                                    now_ms / 1000);
 
         if (sh->lru_head != i) {
@@ -733,6 +774,10 @@ ngx_http_presence_touch(ngx_http_presence_zone_t *zone,
         s->exp = act->exp;
 
         ngx_http_presence_update(zone, s, act);
+
+        if (remote && clean) {
+            s->flushed_ms = s->last_ms;
+        }
 
         goto user;
     }
@@ -747,7 +792,7 @@ ngx_http_presence_touch(ngx_http_presence_zone_t *zone,
         user->last_ms = now_ms;
 
         ngx_http_presence_bit_move(sh, sh->users_bit, -1, now_ms / 1000);
-        ngx_http_presence_q_head(sh, u);
+        ngx_http_presence_q_place(sh, u);
 
     } else {
         u = user - sh->users;
@@ -757,9 +802,9 @@ ngx_http_presence_touch(ngx_http_presence_zone_t *zone,
 
     ngx_memcpy(s->id, act->id, 32);
     s->user_id = act->user_id;
-    s->created_ms = now_ms;
+    s->created_ms = (remote && act->created_ms) ? act->created_ms : now_ms;
     s->last_ms = now_ms;
-    s->flushed_ms = 0;
+    s->flushed_ms = remote ? now_ms : 0;
     s->exp = act->exp;
     s->flags = 0;
     s->ua = 0;
@@ -788,24 +833,38 @@ ngx_http_presence_touch(ngx_http_presence_zone_t *zone,
 
 user:
 
-    ngx_http_presence_bit_move(sh, sh->users_bit, user->last_ms / 1000,
-                               now_ms / 1000);
-
-    if (sh->q_head != (uint32_t) (user - sh->users)) {
+    if (now_ms > user->last_ms) {
+        ngx_http_presence_bit_move(sh, sh->users_bit, user->last_ms / 1000,
+                                   now_ms / 1000);
+        user->last_ms = now_ms;
         ngx_http_presence_q_unlink(sh, user - sh->users);
-        ngx_http_presence_q_head(sh, user - sh->users);
+        ngx_http_presence_q_place(sh, user - sh->users);
     }
 
-    user->last_ms = ngx_max(user->last_ms, now_ms);
-
-    if (s->last_ms > s->flushed_ms && !(s->flags & NGX_HTTP_PRESENCE_IN_RING))
+    if (!remote && s->last_ms > s->flushed_ms
+        && !(s->flags & NGX_HTTP_PRESENCE_IN_RING))
     {
         ngx_http_presence_ring_add(sh, i);
     }
+}
 
-    sh->writer = 0;
 
-    ngx_http_presence_unlock(zone);
+/* another node deactivated a session: it goes unless ours is newer */
+
+void
+ngx_http_presence_forget(ngx_http_presence_zone_t *zone, u_char *id,
+    int64_t last_ms)
+{
+    uint32_t  i;
+
+    i = ngx_http_presence_find_session(zone->sh, id);
+
+    if (i != NGX_HTTP_PRESENCE_NIL
+        && zone->sh->sessions[i].last_ms <= last_ms)
+    {
+        ngx_http_presence_free_session(zone, i);
+        zone->sh->expired++;
+    }
 }
 
 
@@ -1160,6 +1219,45 @@ ngx_http_presence_q_head(ngx_http_presence_shm_t *sh, uint32_t i)
     }
 
     sh->q_head = i;
+}
+
+
+/* into the users queue at its place: most recent first */
+
+static void
+ngx_http_presence_q_place(ngx_http_presence_shm_t *sh, uint32_t i)
+{
+    uint32_t                   j, prev;
+    ngx_http_presence_user_t  *user;
+
+    user = &sh->users[i];
+
+    if (sh->q_head == NGX_HTTP_PRESENCE_NIL
+        || sh->users[sh->q_head].last_ms <= user->last_ms)
+    {
+        ngx_http_presence_q_head(sh, i);
+        return;
+    }
+
+    prev = sh->q_head;
+
+    for (j = sh->users[prev].q_next;
+         j != NGX_HTTP_PRESENCE_NIL && sh->users[j].last_ms > user->last_ms;
+         j = sh->users[j].q_next)
+    {
+        prev = j;
+    }
+
+    user->q_prev = prev;
+    user->q_next = j;
+    sh->users[prev].q_next = i;
+
+    if (j != NGX_HTTP_PRESENCE_NIL) {
+        sh->users[j].q_prev = i;
+
+    } else {
+        sh->q_tail = i;
+    }
 }
 
 

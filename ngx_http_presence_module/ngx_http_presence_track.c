@@ -28,8 +28,6 @@ static void ngx_http_presence_tracked_marker(void *data);
 static ngx_uint_t ngx_http_presence_tracked(ngx_http_request_t *r);
 static void ngx_http_presence_prepare(ngx_http_request_t *r,
     ngx_http_presence_ctx_t *ctx, ngx_http_presence_activity_t *act);
-static size_t ngx_http_presence_sanitize(u_char *dst, size_t size,
-    u_char *src, size_t len);
 static void ngx_http_presence_tick(ngx_event_t *ev);
 static ngx_int_t ngx_http_presence_session_id_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
@@ -302,6 +300,7 @@ ngx_http_presence_prepare(ngx_http_request_t *r, ngx_http_presence_ctx_t *ctx,
     ngx_memcpy(act->id, ctx->session_id, 32);
     act->user_id = ctx->user_id;
     act->exp = ctx->exp;
+    act->created_ms = 0;
 
     tp = ngx_timeofday();
     act->now_ms = (int64_t) tp->sec * 1000 + tp->msec;
@@ -353,7 +352,7 @@ ngx_http_presence_prepare(ngx_http_request_t *r, ngx_http_presence_ctx_t *ctx,
  * '?'.  What is stored is always safe for JSON and PostgreSQL.
  */
 
-static size_t
+size_t
 ngx_http_presence_sanitize(u_char *dst, size_t size, u_char *src, size_t len)
 {
     u_char    *p, *end, *d;

@@ -86,6 +86,7 @@ sub start {
     make_path("$root/conf", "$root/logs", "$root/tmp");
     $self->write_conf;
 
+    local %ENV = (%ENV, %{ $self->{env} // {} });
     system($ENV{TEST_NGINX_BINARY} || 'nginx', '-p', "$root/", '-c',
            'conf/nginx.conf', '-e', "$root/logs/error.log") == 0
         or die "nginx $self->{name} did not start: "
