@@ -112,7 +112,12 @@ fuzz: $(FUZZ_BIN)
 	    -timeout=10 -print_final_stats=1 \
 	    $(BUILD)/fuzz/corpus t/fuzz/corpus/jwt
 
-.PHONY: bench-jwt
+.PHONY: bench bench-jwt
+
+# the performance bar (SPEC section 7): build/bench/results.md and .csv
+bench: deps
+	$(MAKE) all
+	NGINX_BIN=$(NGINX_BIN) SO=$(SO) t/bin/bench
 
 bench-jwt: deps all
 	NGINX_BIN=$(NGINX_BIN) SO=$(SO) t/bench/jwt.sh

@@ -251,6 +251,8 @@ typedef struct {
     size_t                          jwt_max_size;
     ngx_uint_t                      jwt_cache_size;
     ngx_http_presence_jwt_cache_t  *jwt_cache;
+    EVP_MD                         *sha256;      /* this worker's */
+    EVP_MD_CTX                     *md_ctx;
 
     unsigned                        jwt_keys_set:1;
     unsigned                        jwt_algorithms_set:1;
@@ -263,6 +265,22 @@ typedef struct {
     ngx_int_t                       admin_check;  /* -1: none */
     ngx_http_complex_value_t       *jwt_token;
 } ngx_http_presence_loc_conf_t;
+
+
+/* the API's JSON writer */
+
+typedef struct {
+    ngx_pool_t                     *pool;
+    ngx_chain_t                    *out;
+    ngx_chain_t                   **last;
+    ngx_buf_t                      *buf;
+    off_t                           len;
+    ngx_uint_t                      error;
+} ngx_http_presence_json_t;
+
+
+#define ngx_http_presence_json_lit(w, s)                                      \
+    ngx_http_presence_json_raw(w, s "", sizeof(s) - 1)
 
 
 /* the request's verdict, evaluated once, on first use */
@@ -304,6 +322,16 @@ u_char *ngx_http_presence_ua(ngx_http_presence_zone_t *zone, uint32_t off,
 
 void ngx_http_presence_sample_peak(ngx_http_presence_zone_t *zone,
     time_t online);
+
+void ngx_http_presence_json_init(ngx_http_presence_json_t *w,
+    ngx_pool_t *pool);
+void ngx_http_presence_json_raw(ngx_http_presence_json_t *w, const char *s,
+    size_t len);
+void ngx_http_presence_json_str(ngx_http_presence_json_t *w, u_char *s,
+    size_t len);
+void ngx_http_presence_json_int(ngx_http_presence_json_t *w, int64_t v);
+void ngx_http_presence_json_time(ngx_http_presence_json_t *w, int64_t ms);
+void ngx_http_presence_json_now(ngx_http_presence_json_t *w);
 
 ngx_int_t ngx_http_presence_add_track_variables(ngx_conf_t *cf);
 size_t ngx_http_presence_sanitize(u_char *dst, size_t size, u_char *src,

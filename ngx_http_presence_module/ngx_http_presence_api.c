@@ -7,8 +7,8 @@
 /*
  * The online API (presence_api): count, users, stats, sessions, status and
  * cleanup, answered from the zone with FastAPI's status codes and bodies.
- * What a response needs is copied out under the lock; the JSON is built
- * and serialised after it is released.
+ * What a response needs is copied out under the lock; the JSON is written
+ * after it is released, straight into nginx buffers.
  */
 
 
@@ -16,13 +16,10 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
-#include <jansson.h>
-
 #include "ngx_http_presence.h"
 
 
 #define NGX_HTTP_PRESENCE_API_MAX_IDS  100
-#define NGX_HTTP_PRESENCE_TS_LEN       26
 #define NGX_HTTP_PRESENCE_422          422
 
 
@@ -59,7 +56,7 @@ typedef struct {
     ngx_uint_t                      sessions;
     ngx_uint_t                      online;
     ssize_t                         len[3];      /* -1: null */
-    u_char                          profile[3][1024];
+    u_char                         *profile[3];
 } ngx_http_presence_user_row_t;
 
 
@@ -74,32 +71,20 @@ typedef struct {
 } ngx_http_presence_session_row_t;
 
 
-typedef struct {
-    ngx_http_request_t             *r;
-    ngx_chain_t                    *out;
-    ngx_chain_t                   **last;
-    ngx_buf_t                      *buf;
-    off_t                           len;
-} ngx_http_presence_writer_t;
-
-
 static ngx_int_t ngx_http_presence_api_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_presence_api_route(ngx_http_request_t *r);
 static ngx_int_t ngx_http_presence_api_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *detail);
 static ngx_int_t ngx_http_presence_api_send(ngx_http_request_t *r,
-    ngx_uint_t status, json_t *json);
-static int ngx_http_presence_api_write(const char *buffer, size_t size,
-    void *data);
-static json_t *ngx_http_presence_api_args(ngx_http_request_t *r,
-    ngx_http_presence_param_t *params, ngx_uint_t n);
-static json_t *ngx_http_presence_api_arg_error(const char *name,
-    const char *type, const char *msg, ngx_str_t *input, const char *ctx,
-    ngx_int_t bound);
+    ngx_uint_t status, ngx_http_presence_json_t *w);
+static ngx_uint_t ngx_http_presence_api_args(ngx_http_request_t *r,
+    ngx_http_presence_param_t *params, ngx_uint_t n,
+    ngx_http_presence_json_t *w);
+static void ngx_http_presence_api_arg_error(ngx_http_presence_json_t *w,
+    ngx_uint_t first, const char *name, const char *type, const char *msg,
+    ngx_str_t *input, const char *ctx, ngx_int_t bound);
 static ngx_int_t ngx_http_presence_api_arg(ngx_http_request_t *r,
     const char *name, ngx_str_t *value);
-static json_t *ngx_http_presence_api_time(int64_t ms);
-static json_t *ngx_http_presence_api_now(void);
 static ngx_int_t ngx_http_presence_api_count(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf);
 static ngx_int_t ngx_http_presence_api_users(ngx_http_request_t *r,
@@ -114,7 +99,7 @@ static ngx_int_t ngx_http_presence_api_status(ngx_http_request_t *r,
 static ngx_int_t ngx_http_presence_api_cleanup(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf);
 static ngx_int_t ngx_http_presence_api_ids(ngx_http_request_t *r,
-    int64_t *ids, ngx_uint_t *n, json_t **err);
+    int64_t *ids, ngx_uint_t *n, ngx_http_presence_json_t *w);
 static ngx_int_t ngx_http_presence_api_id(u_char *p, u_char *last,
     int64_t *id);
 
@@ -371,8 +356,15 @@ static ngx_int_t
 ngx_http_presence_api_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *detail)
 {
-    return ngx_http_presence_api_send(r, status,
-                                      json_pack("{ss}", "detail", detail));
+    ngx_http_presence_json_t  w;
+
+    ngx_http_presence_json_init(&w, r->pool);
+
+    ngx_http_presence_json_lit(&w, "{\"detail\":");
+    ngx_http_presence_json_str(&w, (u_char *) detail, ngx_strlen(detail));
+    ngx_http_presence_json_lit(&w, "}");
+
+    return ngx_http_presence_api_send(r, status, &w);
 }
 
 
@@ -380,33 +372,20 @@ ngx_http_presence_api_error(ngx_http_request_t *r, ngx_uint_t status,
 
 static ngx_int_t
 ngx_http_presence_api_send(ngx_http_request_t *r, ngx_uint_t status,
-    json_t *json)
+    ngx_http_presence_json_t *w)
 {
-    ngx_int_t                    rc;
-    ngx_table_elt_t             *cc;
-    ngx_http_presence_writer_t   w;
+    ngx_int_t         rc;
+    ngx_table_elt_t  *cc;
 
-    if (json == NULL) {
+    if (w->error || w->out == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_memzero(&w, sizeof(ngx_http_presence_writer_t));
-    w.r = r;
-    w.last = &w.out;
-
-    rc = json_dump_callback(json, ngx_http_presence_api_write, &w,
-                            JSON_COMPACT);
-    json_decref(json);
-
-    if (rc != 0 || w.out == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    w.buf->last_buf = (r == r->main) ? 1 : 0;
-    w.buf->last_in_chain = 1;
+    w->buf->last_buf = (r == r->main) ? 1 : 0;
+    w->buf->last_in_chain = 1;
 
     r->headers_out.status = status;
-    r->headers_out.content_length_n = w.len;
+    r->headers_out.content_length_n = w->len;
 
     if (status == NGX_HTTP_PRESENCE_422) {
         ngx_str_set(&r->headers_out.status_line,
@@ -432,48 +411,7 @@ ngx_http_presence_api_send(ngx_http_request_t *r, ngx_uint_t status,
         return rc;
     }
 
-    return ngx_http_output_filter(r, w.out);
-}
-
-
-static int
-ngx_http_presence_api_write(const char *buffer, size_t size, void *data)
-{
-    ngx_http_presence_writer_t  *w = data;
-
-    size_t        n;
-    ngx_chain_t  *cl;
-
-    while (size) {
-
-        if (w->buf == NULL || w->buf->last == w->buf->end) {
-            w->buf = ngx_create_temp_buf(w->r->pool,
-                                         ngx_max(size, 4096));
-            if (w->buf == NULL) {
-                return -1;
-            }
-
-            cl = ngx_alloc_chain_link(w->r->pool);
-            if (cl == NULL) {
-                return -1;
-            }
-
-            cl->buf = w->buf;
-            cl->next = NULL;
-
-            *w->last = cl;
-            w->last = &cl->next;
-        }
-
-        n = ngx_min(size, (size_t) (w->buf->end - w->buf->last));
-
-        w->buf->last = ngx_cpymem(w->buf->last, buffer, n);
-        w->len += n;
-        buffer += n;
-        size -= n;
-    }
-
-    return 0;
+    return ngx_http_output_filter(r, w->out);
 }
 
 
@@ -548,27 +486,29 @@ ngx_http_presence_api_arg(ngx_http_request_t *r, const char *name,
 /*
  * Integer parameters as FastAPI (pydantic) validates them: an optional
  * sign and digits; too large a number is out of range, not an error of
- * form.  Returns NULL when all hold, else the "detail" list.
+ * form.  Writes the "detail" list of what is wrong into w; returns how
+ * many are.
  */
 
-static json_t *
+static ngx_uint_t
 ngx_http_presence_api_args(ngx_http_request_t *r,
-    ngx_http_presence_param_t *params, ngx_uint_t n)
+    ngx_http_presence_param_t *params, ngx_uint_t n,
+    ngx_http_presence_json_t *w)
 {
     u_char      *p, *end;
-    json_t      *errors, *e;
     ngx_int_t    rc, v, neg, over;
     ngx_str_t    value;
-    ngx_uint_t   i;
+    ngx_uint_t   i, errors;
 
-    errors = NULL;
+    errors = 0;
 
     for (i = 0; i < n; i++) {
 
         rc = ngx_http_presence_api_arg(r, params[i].name, &value);
 
         if (rc == NGX_ERROR) {
-            return json_null();
+            w->error = 1;
+            return 1;
         }
 
         if (rc == NGX_DECLINED) {
@@ -586,7 +526,6 @@ ngx_http_presence_api_args(ngx_http_request_t *r,
 
         v = 0;
         over = 0;
-        e = NULL;
 
         if (p == end) {
             goto parsing;
@@ -610,93 +549,81 @@ ngx_http_presence_api_args(ngx_http_request_t *r,
         }
 
         if ((over && neg) || v < params[i].min) {
-            e = ngx_http_presence_api_arg_error(params[i].name,
+            ngx_http_presence_api_arg_error(w, errors++ == 0, params[i].name,
                     "greater_than_equal", "Input should be greater than or "
-                    "equal to %d", &value, "ge", params[i].min);
+                    "equal to %i", &value, "ge", params[i].min);
 
         } else if (params[i].max == -1) {
             params[i].value = over ? NGX_MAX_INT_T_VALUE : v;
 
         } else if (over || v > params[i].max) {
-            e = ngx_http_presence_api_arg_error(params[i].name,
+            ngx_http_presence_api_arg_error(w, errors++ == 0, params[i].name,
                     "less_than_equal", "Input should be less than or equal "
-                    "to %d", &value, "le", params[i].max);
+                    "to %i", &value, "le", params[i].max);
 
         } else {
             params[i].value = v;
         }
 
-        goto next;
+        continue;
 
     parsing:
 
-        e = ngx_http_presence_api_arg_error(params[i].name, "int_parsing",
-                "Input should be a valid integer, unable to parse string "
-                "as an integer", &value, NULL, 0);
+        ngx_http_presence_api_arg_error(w, errors++ == 0, params[i].name,
+                "int_parsing", "Input should be a valid integer, unable to "
+                "parse string as an integer", &value, NULL, 0);
+    }
 
-    next:
-
-        if (e == NULL) {
-            continue;
-        }
-
-        if (errors == NULL) {
-            errors = json_array();
-        }
-
-        json_array_append_new(errors, e);
+    if (errors) {
+        ngx_http_presence_json_lit(w, "]}");
     }
 
     return errors;
 }
 
 
-static json_t *
-ngx_http_presence_api_arg_error(const char *name, const char *type,
-    const char *msg, ngx_str_t *input, const char *ctx, ngx_int_t bound)
+/* one entry of FastAPI's "detail" list */
+
+static void
+ngx_http_presence_api_arg_error(ngx_http_presence_json_t *w,
+    ngx_uint_t first, const char *name, const char *type, const char *msg,
+    ngx_str_t *input, const char *ctx, ngx_int_t bound)
 {
-    char     text[128];
-    json_t  *e;
+    u_char  text[128], *p;
 
-    snprintf(text, sizeof(text), msg, (int) bound);
+    if (first) {
+        ngx_http_presence_json_lit(w, "{\"detail\":[");
 
-    e = json_pack("{ss s[ss] ss ss#}", "type", type, "loc", "query", name,
-                  "msg", text, "input", input->data, (int) input->len);
-
-    if (e != NULL && ctx != NULL) {
-        json_object_set_new(e, "ctx", json_pack("{sI}", ctx,
-                                                (json_int_t) bound));
+    } else {
+        ngx_http_presence_json_lit(w, ",");
     }
 
-    return e;
-}
+    p = ngx_snprintf(text, sizeof(text), msg, bound);
 
+    ngx_http_presence_json_lit(w, "{\"type\":");
+    ngx_http_presence_json_str(w, (u_char *) type, ngx_strlen(type));
+    ngx_http_presence_json_lit(w, ",\"loc\":[\"query\",");
+    ngx_http_presence_json_str(w, (u_char *) name, ngx_strlen(name));
+    ngx_http_presence_json_lit(w, "],\"msg\":");
+    ngx_http_presence_json_str(w, text, p - text);
+    ngx_http_presence_json_lit(w, ",\"input\":");
 
-static json_t *
-ngx_http_presence_api_time(int64_t ms)
-{
-    u_char     buf[NGX_HTTP_PRESENCE_TS_LEN + 8], *p;
-    ngx_tm_t   tm;
+    if (input) {
+        ngx_http_presence_json_str(w, input->data, input->len);
 
-    ngx_gmtime((time_t) (ms / 1000), &tm);
+    } else {
+        ngx_http_presence_json_lit(w, "null");
+    }
 
-    p = ngx_sprintf(buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06d",
-                    tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
-                    tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
-                    (int) (ms % 1000) * 1000);
+    if (ctx) {
+        ngx_http_presence_json_lit(w, ",\"ctx\":{");
+        ngx_http_presence_json_str(w, (u_char *) ctx, ngx_strlen(ctx));
+        ngx_http_presence_json_lit(w, ":");
+        ngx_http_presence_json_int(w, bound);
+        ngx_http_presence_json_lit(w, "}");
+    }
 
-    return json_stringn((char *) buf, p - buf);
-}
-
-
-static json_t *
-ngx_http_presence_api_now(void)
-{
-    ngx_time_t  *tp;
-
-    tp = ngx_timeofday();
-
-    return ngx_http_presence_api_time((int64_t) tp->sec * 1000 + tp->msec);
+    ngx_http_presence_json_lit(w, "}");
 }
 
 
@@ -704,14 +631,14 @@ static ngx_int_t
 ngx_http_presence_api_count(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf)
 {
-    json_t                     *err;
     ngx_uint_t                  n;
+    ngx_http_presence_json_t    w;
     ngx_http_presence_param_t   param = { "threshold_minutes", 1, 1440, 15 };
 
-    err = ngx_http_presence_api_args(r, &param, 1);
-    if (err) {
-        return ngx_http_presence_api_send(r, NGX_HTTP_PRESENCE_422,
-                                          json_pack("{so}", "detail", err));
+    ngx_http_presence_json_init(&w, r->pool);
+
+    if (ngx_http_presence_api_args(r, &param, 1, &w)) {
+        return ngx_http_presence_api_send(r, NGX_HTTP_PRESENCE_422, &w);
     }
 
     ngx_http_presence_lock(zone, r->connection->log);
@@ -719,28 +646,33 @@ ngx_http_presence_api_count(ngx_http_request_t *r,
     n = ngx_http_presence_count(zone, param.value * 60, 0);
     ngx_http_presence_unlock(zone);
 
-    return ngx_http_presence_api_send(r, NGX_HTTP_OK,
-               json_pack("{sI sI so}",
-                         "online_count", (json_int_t) n,
-                         "threshold_minutes", (json_int_t) param.value,
-                         "timestamp", ngx_http_presence_api_now()));
+    ngx_http_presence_json_lit(&w, "{\"online_count\":");
+    ngx_http_presence_json_int(&w, n);
+    ngx_http_presence_json_lit(&w, ",\"threshold_minutes\":");
+    ngx_http_presence_json_int(&w, param.value);
+    ngx_http_presence_json_lit(&w, ",\"timestamp\":");
+    ngx_http_presence_json_now(&w);
+    ngx_http_presence_json_lit(&w, "}");
+
+    return ngx_http_presence_api_send(r, NGX_HTTP_OK, &w);
 }
 
 
 /*
  * A page of the users queue, most recent first: the first "total" users
- * of the queue are exactly those within the threshold.
+ * of the queue are exactly those within the threshold.  Profiles are
+ * copied into one area sized under the lock from what is there.
  */
 
 static ngx_int_t
 ngx_http_presence_api_users(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf)
 {
-    u_char                        *p;
+    u_char                        *p, *area, *end;
     time_t                         now, cutoff, online;
-    json_t                        *err, *list, *u, *f[3];
     uint32_t                       i, j;
-    ngx_uint_t                     total, k, n;
+    ngx_uint_t                     total, k, n, f;
+    ngx_http_presence_json_t       w;
     ngx_http_presence_shm_t       *sh;
     ngx_http_presence_user_t      *user;
     ngx_http_presence_user_row_t  *rows;
@@ -751,15 +683,25 @@ ngx_http_presence_api_users(ngx_http_request_t *r,
         { "threshold_minutes", 1, 1440, 15 }
     };
 
-    err = ngx_http_presence_api_args(r, params, 3);
-    if (err) {
-        return ngx_http_presence_api_send(r, NGX_HTTP_PRESENCE_422,
-                                          json_pack("{so}", "detail", err));
+    static const char  *names[] = {
+        ",\"username\":", ",\"display_name\":", ",\"avatar_url\":"
+    };
+
+    ngx_http_presence_json_init(&w, r->pool);
+
+    if (ngx_http_presence_api_args(r, params, 3, &w)) {
+        return ngx_http_presence_api_send(r, NGX_HTTP_PRESENCE_422, &w);
     }
 
     rows = ngx_palloc(r->pool, params[0].value
                                * sizeof(ngx_http_presence_user_row_t));
-    if (rows == NULL) {
+
+    /* profiles: at most 3 x 1024 bytes a user, usually a tenth of it */
+
+    area = ngx_palloc(r->pool, 65536);
+    end = area + 65536;
+
+    if (rows == NULL || area == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -787,16 +729,22 @@ ngx_http_presence_api_users(ngx_http_request_t *r,
 
         rows[n].user_id = user->user_id;
         rows[n].last_ms = user->last_ms;
-
-        for (j = 0; j < 3; j++) {
-            p = ngx_http_presence_profile(zone, user, j, &rows[n].len[j]);
-
-            if (rows[n].len[j] > 0) {
-                ngx_memcpy(rows[n].profile[j], p, rows[n].len[j]);
-            }
-        }
         rows[n].online = user->last_ms / 1000 > online;
         rows[n].sessions = 0;
+
+        for (f = 0; f < 3; f++) {
+            p = ngx_http_presence_profile(zone, user, f, &rows[n].len[f]);
+            rows[n].profile[f] = area;
+
+            if (rows[n].len[f] > 0) {
+                if (rows[n].len[f] > end - area) {
+                    rows[n].len[f] = -1;    /* copied next time */
+                    continue;
+                }
+
+                area = ngx_cpymem(area, p, rows[n].len[f]);
+            }
+        }
 
         for (j = user->sessions; j != NGX_HTTP_PRESENCE_NIL;
              j = s->user_next)
@@ -816,34 +764,53 @@ ngx_http_presence_api_users(ngx_http_request_t *r,
 
     ngx_http_presence_unlock(zone);
 
-    list = json_array();
+    ngx_http_presence_json_lit(&w, "{\"online_users\":[");
 
     for (k = 0; k < n; k++) {
-        for (j = 0; j < 3; j++) {
-            f[j] = rows[k].len[j] < 0
-                   ? json_null()
-                   : json_stringn((char *) rows[k].profile[j],
-                                  rows[k].len[j]);
+        if (k) {
+            ngx_http_presence_json_lit(&w, ",");
         }
 
-        u = json_pack("{sI so so so so sI ss}",
-                      "user_id", (json_int_t) rows[k].user_id,
-                      "username", f[0], "display_name", f[1],
-                      "avatar_url", f[2],
-                      "last_seen", ngx_http_presence_api_time(rows[k].last_ms),
-                      "session_count", (json_int_t) rows[k].sessions,
-                      "status", rows[k].online ? "online"
-                                               : "recently_active");
-        json_array_append_new(list, u);
+        ngx_http_presence_json_lit(&w, "{\"user_id\":");
+        ngx_http_presence_json_int(&w, rows[k].user_id);
+
+        for (f = 0; f < 3; f++) {
+            ngx_http_presence_json_raw(&w, names[f], ngx_strlen(names[f]));
+
+            if (rows[k].len[f] < 0) {
+                ngx_http_presence_json_lit(&w, "null");
+
+            } else {
+                ngx_http_presence_json_str(&w, rows[k].profile[f],
+                                           rows[k].len[f]);
+            }
+        }
+
+        ngx_http_presence_json_lit(&w, ",\"last_seen\":");
+        ngx_http_presence_json_time(&w, rows[k].last_ms);
+        ngx_http_presence_json_lit(&w, ",\"session_count\":");
+        ngx_http_presence_json_int(&w, rows[k].sessions);
+
+        if (rows[k].online) {
+            ngx_http_presence_json_lit(&w, ",\"status\":\"online\"}");
+
+        } else {
+            ngx_http_presence_json_lit(&w,
+                                       ",\"status\":\"recently_active\"}");
+        }
     }
 
-    return ngx_http_presence_api_send(r, NGX_HTTP_OK,
-               json_pack("{so sI sI sI so}",
-                         "online_users", list,
-                         "count", (json_int_t) n,
-                         "total", (json_int_t) total,
-                         "threshold_minutes", (json_int_t) params[2].value,
-                         "timestamp", ngx_http_presence_api_now()));
+    ngx_http_presence_json_lit(&w, "],\"count\":");
+    ngx_http_presence_json_int(&w, n);
+    ngx_http_presence_json_lit(&w, ",\"total\":");
+    ngx_http_presence_json_int(&w, total);
+    ngx_http_presence_json_lit(&w, ",\"threshold_minutes\":");
+    ngx_http_presence_json_int(&w, params[2].value);
+    ngx_http_presence_json_lit(&w, ",\"timestamp\":");
+    ngx_http_presence_json_now(&w);
+    ngx_http_presence_json_lit(&w, "}");
+
+    return ngx_http_presence_api_send(r, NGX_HTTP_OK, &w);
 }
 
 
@@ -853,6 +820,7 @@ ngx_http_presence_api_stats(ngx_http_request_t *r,
 {
     ngx_int_t                 hour;
     ngx_uint_t                h, very, online, recent, sessions, peak;
+    ngx_http_presence_json_t  w;
     ngx_http_presence_shm_t  *sh;
 
     ngx_http_presence_lock(zone, r->connection->log);
@@ -878,17 +846,32 @@ ngx_http_presence_api_stats(ngx_http_request_t *r,
 
     ngx_http_presence_unlock(zone);
 
-    return ngx_http_presence_api_send(r, NGX_HTTP_OK,
-               json_pack("{so sI sI sI sI so sI ss}",
-                         "timestamp", ngx_http_presence_api_now(),
-                         "very_active_users", (json_int_t) very,
-                         "online_users", (json_int_t) online,
-                         "recently_active_users", (json_int_t) recent,
-                         "total_active_sessions", (json_int_t) sessions,
-                         "peak_hour_today",
-                         hour < 0 ? json_null() : json_integer(hour),
-                         "peak_users_today", (json_int_t) peak,
-                         "status", "success"));
+    ngx_http_presence_json_init(&w, r->pool);
+
+    ngx_http_presence_json_lit(&w, "{\"timestamp\":");
+    ngx_http_presence_json_now(&w);
+    ngx_http_presence_json_lit(&w, ",\"very_active_users\":");
+    ngx_http_presence_json_int(&w, very);
+    ngx_http_presence_json_lit(&w, ",\"online_users\":");
+    ngx_http_presence_json_int(&w, online);
+    ngx_http_presence_json_lit(&w, ",\"recently_active_users\":");
+    ngx_http_presence_json_int(&w, recent);
+    ngx_http_presence_json_lit(&w, ",\"total_active_sessions\":");
+    ngx_http_presence_json_int(&w, sessions);
+    ngx_http_presence_json_lit(&w, ",\"peak_hour_today\":");
+
+    if (hour < 0) {
+        ngx_http_presence_json_lit(&w, "null");
+
+    } else {
+        ngx_http_presence_json_int(&w, hour);
+    }
+
+    ngx_http_presence_json_lit(&w, ",\"peak_users_today\":");
+    ngx_http_presence_json_int(&w, peak);
+    ngx_http_presence_json_lit(&w, ",\"status\":\"success\"}");
+
+    return ngx_http_presence_api_send(r, NGX_HTTP_OK, &w);
 }
 
 
@@ -910,10 +893,10 @@ ngx_http_presence_api_sessions(ngx_http_request_t *r,
     ngx_http_presence_ctx_t *ctx)
 {
     u_char                            *ua, id[64], ip[NGX_INET6_ADDRSTRLEN];
-    json_t                            *list, *o, *addr;
     size_t                             len;
     uint32_t                           j;
     ngx_uint_t                         n, max, k;
+    ngx_http_presence_json_t           w;
     ngx_http_presence_shm_t           *sh;
     ngx_http_presence_user_t          *user;
     ngx_http_presence_session_t       *s;
@@ -972,43 +955,61 @@ ngx_http_presence_api_sessions(ngx_http_request_t *r,
     ngx_qsort(rows, n, sizeof(ngx_http_presence_session_row_t),
               ngx_http_presence_api_recent_first);
 
-    list = json_array();
+    ngx_http_presence_json_init(&w, r->pool);
+
+    ngx_http_presence_json_lit(&w, "{\"user_id\":");
+    ngx_http_presence_json_int(&w, ctx->user_id);
+    ngx_http_presence_json_lit(&w, ",\"sessions\":[");
 
     for (k = 0; k < n; k++) {
         ngx_hex_dump(id, rows[k].id, 32);
 
+        if (k) {
+            ngx_http_presence_json_lit(&w, ",");
+        }
+
+        ngx_http_presence_json_lit(&w, "{\"session_id\":");
+        ngx_http_presence_json_str(&w, id, 64);
+        ngx_http_presence_json_lit(&w, ",\"ip_address\":");
+
         if (rows[k].family == 0) {
-            addr = json_null();
+            ngx_http_presence_json_lit(&w, "null");
 
         } else {
             len = ngx_inet_ntop(rows[k].family, rows[k].addr, ip,
                                 sizeof(ip));
-            addr = json_stringn((char *) ip, len);
+            ngx_http_presence_json_str(&w, ip, len);
         }
 
-        o = json_pack("{ss# so so so so sb}",
-                      "session_id", id, 64,
-                      "ip_address", addr,
-                      "user_agent", rows[k].ua_len
-                                    ? json_stringn((char *) rows[k].ua,
-                                                   rows[k].ua_len)
-                                    : json_null(),
-                      "created_at",
-                      ngx_http_presence_api_time(rows[k].created_ms),
-                      "last_activity",
-                      ngx_http_presence_api_time(rows[k].last_ms),
-                      "is_current",
-                      ngx_memcmp(rows[k].id, ctx->session_id, 32) == 0);
+        ngx_http_presence_json_lit(&w, ",\"user_agent\":");
 
-        json_array_append_new(list, o);
+        if (rows[k].ua_len) {
+            ngx_http_presence_json_str(&w, rows[k].ua, rows[k].ua_len);
+
+        } else {
+            ngx_http_presence_json_lit(&w, "null");
+        }
+
+        ngx_http_presence_json_lit(&w, ",\"created_at\":");
+        ngx_http_presence_json_time(&w, rows[k].created_ms);
+        ngx_http_presence_json_lit(&w, ",\"last_activity\":");
+        ngx_http_presence_json_time(&w, rows[k].last_ms);
+
+        if (ngx_memcmp(rows[k].id, ctx->session_id, 32) == 0) {
+            ngx_http_presence_json_lit(&w, ",\"is_current\":true}");
+
+        } else {
+            ngx_http_presence_json_lit(&w, ",\"is_current\":false}");
+        }
     }
 
-    return ngx_http_presence_api_send(r, NGX_HTTP_OK,
-               json_pack("{sI so sI so}",
-                         "user_id", (json_int_t) ctx->user_id,
-                         "sessions", list,
-                         "count", (json_int_t) n,
-                         "timestamp", ngx_http_presence_api_now()));
+    ngx_http_presence_json_lit(&w, "],\"count\":");
+    ngx_http_presence_json_int(&w, n);
+    ngx_http_presence_json_lit(&w, ",\"timestamp\":");
+    ngx_http_presence_json_now(&w);
+    ngx_http_presence_json_lit(&w, "}");
+
+    return ngx_http_presence_api_send(r, NGX_HTTP_OK, &w);
 }
 
 
@@ -1016,7 +1017,7 @@ ngx_http_presence_api_sessions(ngx_http_request_t *r,
 
 static ngx_int_t
 ngx_http_presence_api_ids(ngx_http_request_t *r, int64_t *ids, ngx_uint_t *n,
-    json_t **err)
+    ngx_http_presence_json_t *w)
 {
     u_char      *p, *end, *start, *last;
     int64_t      v;
@@ -1026,7 +1027,6 @@ ngx_http_presence_api_ids(ngx_http_request_t *r, int64_t *ids, ngx_uint_t *n,
     const char  *msg;
 
     *n = 0;
-    *err = NULL;
 
     rc = ngx_http_presence_api_arg(r, "user_ids", &value);
 
@@ -1035,9 +1035,9 @@ ngx_http_presence_api_ids(ngx_http_request_t *r, int64_t *ids, ngx_uint_t *n,
     }
 
     if (rc == NGX_DECLINED) {
-        *err = json_pack("[{ss s[ss] ss sn}]", "type", "missing",
-                         "loc", "query", "user_ids",
-                         "msg", "Field required", "input");
+        ngx_http_presence_api_arg_error(w, 1, "user_ids", "missing",
+                                        "Field required", NULL, NULL, 0);
+        ngx_http_presence_json_lit(w, "]}");
         return NGX_DECLINED;
     }
 
@@ -1094,9 +1094,10 @@ ngx_http_presence_api_ids(ngx_http_request_t *r, int64_t *ids, ngx_uint_t *n,
 
 failed:
 
-    *err = json_pack("[{ss s[ss] ss ss#}]", "type", "value_error",
-                     "loc", "query", "user_ids", "msg", msg,
-                     "input", value.data, (int) value.len);
+    ngx_http_presence_api_arg_error(w, 1, "user_ids", "value_error", msg,
+                                    &value, NULL, 0);
+    ngx_http_presence_json_lit(w, "]}");
+
     return NGX_DECLINED;
 }
 
@@ -1134,25 +1135,24 @@ static ngx_int_t
 ngx_http_presence_api_status(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf)
 {
-    char                       key[NGX_INT64_LEN + 1];
-    json_t                    *err, *statuses, *o;
     time_t                     now;
     int64_t                    ids[NGX_HTTP_PRESENCE_API_MAX_IDS];
     int64_t                    last[NGX_HTTP_PRESENCE_API_MAX_IDS];
     ngx_int_t                  rc;
     ngx_uint_t                 i, n;
-    const char                *status;
+    ngx_http_presence_json_t   w;
     ngx_http_presence_user_t  *user;
 
-    rc = ngx_http_presence_api_ids(r, ids, &n, &err);
+    ngx_http_presence_json_init(&w, r->pool);
+
+    rc = ngx_http_presence_api_ids(r, ids, &n, &w);
 
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (rc == NGX_DECLINED) {
-        return ngx_http_presence_api_send(r, NGX_HTTP_PRESENCE_422,
-                                          json_pack("{so}", "detail", err));
+        return ngx_http_presence_api_send(r, NGX_HTTP_PRESENCE_422, &w);
     }
 
     ngx_http_presence_lock(zone, r->connection->log);
@@ -1167,33 +1167,43 @@ ngx_http_presence_api_status(ngx_http_request_t *r,
 
     ngx_http_presence_unlock(zone);
 
-    statuses = json_object();
+    ngx_http_presence_json_lit(&w, "{\"statuses\":{");
 
     for (i = 0; i < n; i++) {
-        if (last[i] < 0) {
-            status = "offline";
-
-        } else if (last[i] / 1000 > now - pmcf->online) {
-            status = "online";
-
-        } else if (last[i] / 1000 > now - pmcf->recent) {
-            status = "recently_active";
-
-        } else {
-            status = "offline";
+        if (i) {
+            ngx_http_presence_json_lit(&w, ",");
         }
 
-        o = json_pack("{ss so}", "status", status, "last_seen",
-                      last[i] < 0 ? json_null()
-                                  : ngx_http_presence_api_time(last[i]));
+        ngx_http_presence_json_lit(&w, "\"");
+        ngx_http_presence_json_int(&w, ids[i]);
 
-        ngx_sprintf((u_char *) key, "%L%Z", ids[i]);
-        json_object_set_new(statuses, key, o);
+        if (last[i] < 0) {
+            ngx_http_presence_json_lit(&w, "\":{\"status\":\"offline\","
+                                           "\"last_seen\":null}");
+            continue;
+        }
+
+        if (last[i] / 1000 > now - pmcf->online) {
+            ngx_http_presence_json_lit(&w, "\":{\"status\":\"online\"");
+
+        } else if (last[i] / 1000 > now - pmcf->recent) {
+            ngx_http_presence_json_lit(&w,
+                                       "\":{\"status\":\"recently_active\"");
+
+        } else {
+            ngx_http_presence_json_lit(&w, "\":{\"status\":\"offline\"");
+        }
+
+        ngx_http_presence_json_lit(&w, ",\"last_seen\":");
+        ngx_http_presence_json_time(&w, last[i]);
+        ngx_http_presence_json_lit(&w, "}");
     }
 
-    return ngx_http_presence_api_send(r, NGX_HTTP_OK,
-               json_pack("{so so}", "statuses", statuses,
-                         "timestamp", ngx_http_presence_api_now()));
+    ngx_http_presence_json_lit(&w, "},\"timestamp\":");
+    ngx_http_presence_json_now(&w);
+    ngx_http_presence_json_lit(&w, "}");
+
+    return ngx_http_presence_api_send(r, NGX_HTTP_OK, &w);
 }
 
 
@@ -1203,7 +1213,8 @@ static ngx_int_t
 ngx_http_presence_api_cleanup(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf)
 {
-    ngx_uint_t  n, more;
+    ngx_uint_t                n, more;
+    ngx_http_presence_json_t  w;
 
     n = 0;
 
@@ -1220,9 +1231,13 @@ ngx_http_presence_api_cleanup(ngx_http_request_t *r,
 
     } while (more);
 
-    return ngx_http_presence_api_send(r, NGX_HTTP_OK,
-               json_pack("{sI so ss}",
-                         "cleaned_sessions", (json_int_t) n,
-                         "timestamp", ngx_http_presence_api_now(),
-                         "status", "success"));
+    ngx_http_presence_json_init(&w, r->pool);
+
+    ngx_http_presence_json_lit(&w, "{\"cleaned_sessions\":");
+    ngx_http_presence_json_int(&w, n);
+    ngx_http_presence_json_lit(&w, ",\"timestamp\":");
+    ngx_http_presence_json_now(&w);
+    ngx_http_presence_json_lit(&w, ",\"status\":\"success\"}");
+
+    return ngx_http_presence_api_send(r, NGX_HTTP_OK, &w);
 }

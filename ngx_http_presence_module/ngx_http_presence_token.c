@@ -33,6 +33,10 @@ static ngx_int_t ngx_http_presence_find_token(ngx_http_request_t *r,
 static void ngx_http_presence_verify(ngx_http_request_t *r,
     ngx_http_presence_main_conf_t *pmcf, ngx_str_t *token,
     ngx_http_presence_ctx_t *ctx);
+static ngx_int_t ngx_http_presence_sha256(
+    ngx_http_presence_main_conf_t *pmcf, u_char *data, size_t len,
+    u_char *digest);
+static void ngx_http_presence_sha256_cleanup(void *data);
 static ngx_http_presence_jwt_cache_t *ngx_http_presence_cache(
     ngx_http_presence_main_conf_t *pmcf);
 static ngx_http_presence_jwt_cache_node_t *ngx_http_presence_cache_lookup(
@@ -592,7 +596,12 @@ ngx_http_presence_verify(ngx_http_request_t *r,
 
     now = ngx_time();
 
-    EVP_Digest(token->data, token->len, digest, NULL, EVP_sha256(), NULL);
+    if (ngx_http_presence_sha256(pmcf, token->data, token->len, digest)
+        != NGX_OK)
+    {
+        ctx->status = NGX_HTTP_PRESENCE_JWT_INVALID;
+        return;
+    }
 
     cache = ngx_http_presence_cache(pmcf);
 
@@ -659,6 +668,58 @@ ngx_http_presence_verify(ngx_http_request_t *r,
     if (cache != NULL) {
         ngx_http_presence_cache_store(cache, digest, ctx, until);
     }
+}
+
+
+/*
+ * SHA-256 with a digest fetched once per worker and a reused context:
+ * OpenSSL 3's implicit fetch on every call costs more than the hash
+ */
+
+static ngx_int_t
+ngx_http_presence_sha256(ngx_http_presence_main_conf_t *pmcf, u_char *data,
+    size_t len, u_char *digest)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    if (pmcf->md_ctx == NULL) {
+        cln = ngx_pool_cleanup_add(ngx_cycle->pool, 0);
+        if (cln == NULL) {
+            return NGX_ERROR;
+        }
+
+        pmcf->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+        pmcf->md_ctx = EVP_MD_CTX_new();
+
+        cln->handler = ngx_http_presence_sha256_cleanup;
+        cln->data = pmcf;
+
+        if (pmcf->sha256 == NULL || pmcf->md_ctx == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (EVP_DigestInit_ex2(pmcf->md_ctx, pmcf->sha256, NULL) != 1
+        || EVP_DigestUpdate(pmcf->md_ctx, data, len) != 1
+        || EVP_DigestFinal_ex(pmcf->md_ctx, digest, NULL) != 1)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_presence_sha256_cleanup(void *data)
+{
+    ngx_http_presence_main_conf_t  *pmcf = data;
+
+    EVP_MD_CTX_free(pmcf->md_ctx);
+    EVP_MD_free(pmcf->sha256);
+
+    pmcf->md_ctx = NULL;
+    pmcf->sha256 = NULL;
 }
 
 
