@@ -279,8 +279,18 @@ typedef struct {
 } ngx_http_presence_json_t;
 
 
+/* a literal: inlined when it fits the current buffer */
+
 #define ngx_http_presence_json_lit(w, s)                                      \
-    ngx_http_presence_json_raw(w, s "", sizeof(s) - 1)
+    if ((w)->buf                                                              \
+        && (size_t) ((w)->buf->end - (w)->buf->last) >= sizeof(s) - 1)       \
+    {                                                                         \
+        (w)->buf->last = ngx_cpymem((w)->buf->last, s "", sizeof(s) - 1);   \
+        (w)->len += sizeof(s) - 1;                                            \
+                                                                              \
+    } else {                                                                  \
+        ngx_http_presence_json_raw(w, s, sizeof(s) - 1);                      \
+    }
 
 
 /* the request's verdict, evaluated once, on first use */
@@ -324,7 +334,7 @@ void ngx_http_presence_sample_peak(ngx_http_presence_zone_t *zone,
     time_t online);
 
 void ngx_http_presence_json_init(ngx_http_presence_json_t *w,
-    ngx_pool_t *pool);
+    ngx_pool_t *pool, size_t hint);
 void ngx_http_presence_json_raw(ngx_http_presence_json_t *w, const char *s,
     size_t len);
 void ngx_http_presence_json_str(ngx_http_presence_json_t *w, u_char *s,

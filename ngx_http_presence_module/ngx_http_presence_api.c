@@ -358,7 +358,7 @@ ngx_http_presence_api_error(ngx_http_request_t *r, ngx_uint_t status,
 {
     ngx_http_presence_json_t  w;
 
-    ngx_http_presence_json_init(&w, r->pool);
+    ngx_http_presence_json_init(&w, r->pool, 128);
 
     ngx_http_presence_json_lit(&w, "{\"detail\":");
     ngx_http_presence_json_str(&w, (u_char *) detail, ngx_strlen(detail));
@@ -635,7 +635,7 @@ ngx_http_presence_api_count(ngx_http_request_t *r,
     ngx_http_presence_json_t    w;
     ngx_http_presence_param_t   param = { "threshold_minutes", 1, 1440, 15 };
 
-    ngx_http_presence_json_init(&w, r->pool);
+    ngx_http_presence_json_init(&w, r->pool, 128);
 
     if (ngx_http_presence_api_args(r, &param, 1, &w)) {
         return ngx_http_presence_api_send(r, NGX_HTTP_PRESENCE_422, &w);
@@ -668,7 +668,7 @@ static ngx_int_t
 ngx_http_presence_api_users(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf)
 {
-    u_char                        *p, *area, *end;
+    u_char                        *p, *area, *start, *end;
     time_t                         now, cutoff, online;
     uint32_t                       i, j;
     ngx_uint_t                     total, k, n, f;
@@ -687,7 +687,7 @@ ngx_http_presence_api_users(ngx_http_request_t *r,
         ",\"username\":", ",\"display_name\":", ",\"avatar_url\":"
     };
 
-    ngx_http_presence_json_init(&w, r->pool);
+    ngx_http_presence_json_init(&w, r->pool, 512);
 
     if (ngx_http_presence_api_args(r, params, 3, &w)) {
         return ngx_http_presence_api_send(r, NGX_HTTP_PRESENCE_422, &w);
@@ -699,6 +699,7 @@ ngx_http_presence_api_users(ngx_http_request_t *r,
     /* profiles: at most 3 x 1024 bytes a user, usually a tenth of it */
 
     area = ngx_palloc(r->pool, 65536);
+    start = area;
     end = area + 65536;
 
     if (rows == NULL || area == NULL) {
@@ -763,6 +764,10 @@ ngx_http_presence_api_users(ngx_http_request_t *r,
     }
 
     ngx_http_presence_unlock(zone);
+
+    /* one buffer for the whole answer */
+
+    ngx_http_presence_json_init(&w, r->pool, n * 220 + (area - start) + 256);
 
     ngx_http_presence_json_lit(&w, "{\"online_users\":[");
 
@@ -846,7 +851,7 @@ ngx_http_presence_api_stats(ngx_http_request_t *r,
 
     ngx_http_presence_unlock(zone);
 
-    ngx_http_presence_json_init(&w, r->pool);
+    ngx_http_presence_json_init(&w, r->pool, 256);
 
     ngx_http_presence_json_lit(&w, "{\"timestamp\":");
     ngx_http_presence_json_now(&w);
@@ -955,7 +960,7 @@ ngx_http_presence_api_sessions(ngx_http_request_t *r,
     ngx_qsort(rows, n, sizeof(ngx_http_presence_session_row_t),
               ngx_http_presence_api_recent_first);
 
-    ngx_http_presence_json_init(&w, r->pool);
+    ngx_http_presence_json_init(&w, r->pool, 128 + n * (300 + 6 * 512));
 
     ngx_http_presence_json_lit(&w, "{\"user_id\":");
     ngx_http_presence_json_int(&w, ctx->user_id);
@@ -1143,7 +1148,7 @@ ngx_http_presence_api_status(ngx_http_request_t *r,
     ngx_http_presence_json_t   w;
     ngx_http_presence_user_t  *user;
 
-    ngx_http_presence_json_init(&w, r->pool);
+    ngx_http_presence_json_init(&w, r->pool, 4096);
 
     rc = ngx_http_presence_api_ids(r, ids, &n, &w);
 
@@ -1231,7 +1236,7 @@ ngx_http_presence_api_cleanup(ngx_http_request_t *r,
 
     } while (more);
 
-    ngx_http_presence_json_init(&w, r->pool);
+    ngx_http_presence_json_init(&w, r->pool, 128);
 
     ngx_http_presence_json_lit(&w, "{\"cleaned_sessions\":");
     ngx_http_presence_json_int(&w, n);

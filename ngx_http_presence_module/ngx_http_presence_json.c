@@ -27,12 +27,17 @@ static u_char *ngx_http_presence_json_reserve(ngx_http_presence_json_t *w,
 
 
 void
-ngx_http_presence_json_init(ngx_http_presence_json_t *w, ngx_pool_t *pool)
+ngx_http_presence_json_init(ngx_http_presence_json_t *w, ngx_pool_t *pool,
+    size_t hint)
 {
     ngx_memzero(w, sizeof(ngx_http_presence_json_t));
 
     w->pool = pool;
     w->last = &w->out;
+
+    /* one buffer of about the answer's size */
+
+    (void) ngx_http_presence_json_reserve(w, hint);
 }
 
 
@@ -91,12 +96,23 @@ ngx_http_presence_json_str(ngx_http_presence_json_t *w, u_char *s,
     size_t len)
 {
     u_char      *p, *start, c;
-    size_t       i;
+    size_t       i, size;
     static char  hex[] = "0123456789abcdef";
 
-    /* at most 6 bytes for a byte, 2 for the quotes */
+    /* the quotes, and 1 more byte for '"' and '\', 5 for the others */
 
-    p = ngx_http_presence_json_reserve(w, 6 * len + 2);
+    size = len + 2;
+
+    for (i = 0; i < len; i++) {
+        if (s[i] < 0x20) {
+            size += 5;
+
+        } else if (s[i] == '"' || s[i] == '\\') {
+            size++;
+        }
+    }
+
+    p = ngx_http_presence_json_reserve(w, size);
     if (p == NULL) {
         return;
     }
@@ -134,43 +150,78 @@ ngx_http_presence_json_str(ngx_http_presence_json_t *w, u_char *s,
 void
 ngx_http_presence_json_int(ngx_http_presence_json_t *w, int64_t v)
 {
-    u_char  *p, *start;
+    u_char    *p, digits[NGX_INT64_LEN], *d;
+    uint64_t   u;
 
     p = ngx_http_presence_json_reserve(w, NGX_INT64_LEN);
     if (p == NULL) {
         return;
     }
 
-    start = p;
-    p = ngx_sprintf(p, "%L", v);
+    if (v < 0) {
+        *p++ = '-';
+        w->len++;
+        u = (uint64_t) -(v + 1) + 1;
 
-    w->len += p - start;
-    w->buf->last = p;
+    } else {
+        u = (uint64_t) v;
+    }
+
+    d = digits + NGX_INT64_LEN;
+
+    do {
+        *--d = (u_char) ('0' + u % 10);
+        u /= 10;
+    } while (u);
+
+    w->len += digits + NGX_INT64_LEN - d;
+    w->buf->last = ngx_cpymem(p, d, digits + NGX_INT64_LEN - d);
 }
 
 
-/* "YYYY-MM-DDTHH:MM:SS.ffffff", UTC, six fraction digits always */
+/*
+ * "YYYY-MM-DDTHH:MM:SS.ffffff", UTC, six fraction digits always; the
+ * seconds part is kept for the next time of the same second
+ */
 
 void
 ngx_http_presence_json_time(ngx_http_presence_json_t *w, int64_t ms)
 {
-    u_char    *p, *start;
-    ngx_tm_t   tm;
+    u_char          *p;
+    time_t           sec;
+    ngx_uint_t       m;
+    ngx_tm_t         tm;
+    static time_t    cached = -1;
+    static u_char    date[sizeof("\"YYYY-MM-DDTHH:MM:SS")];
 
     p = ngx_http_presence_json_reserve(w, 28);
     if (p == NULL) {
         return;
     }
 
-    ngx_gmtime((time_t) (ms / 1000), &tm);
+    sec = (time_t) (ms / 1000);
 
-    start = p;
-    p = ngx_sprintf(p, "\"%04d-%02d-%02dT%02d:%02d:%02d.%03d000\"",
-                    tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
-                    tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
-                    (int) (ms % 1000));
+    if (sec != cached) {
+        ngx_gmtime(sec, &tm);
+        (void) ngx_sprintf(date, "\"%04d-%02d-%02dT%02d:%02d:%02d",
+                           tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                           tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+        cached = sec;
+    }
 
-    w->len += p - start;
+    m = (ngx_uint_t) (ms % 1000);
+
+    p = ngx_cpymem(p, date, sizeof(date) - 1);
+    *p++ = '.';
+    *p++ = (u_char) ('0' + m / 100);
+    *p++ = (u_char) ('0' + m / 10 % 10);
+    *p++ = (u_char) ('0' + m % 10);
+    *p++ = '0';
+    *p++ = '0';
+    *p++ = '0';
+    *p++ = '"';
+
+    w->len += 28;
     w->buf->last = p;
 }
 
