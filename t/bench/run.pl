@@ -75,9 +75,9 @@ my $n = Presence::Nginx->new(name => 'bench', workers => 2,
     presence_jwt_secret "$Presence::JWT::SECRET";
     presence_postgres "$dsn";
     presence_flush_interval 1s;
-    limit_req_zone \$server_name zone=r1:1m rate=500r/s;
-    limit_req_zone \$server_name zone=r2:1m rate=2000r/s;
-    limit_req_zone \$server_name zone=r3:1m rate=8000r/s;
+    limit_req_zone \$server_port zone=r1:1m rate=500r/s;
+    limit_req_zone \$server_port zone=r2:1m rate=2000r/s;
+    limit_req_zone \$server_port zone=r3:1m rate=8000r/s;
     upstream backend {
         server 127.0.0.1:BACKEND;
         keepalive 64;
