@@ -17,7 +17,7 @@
 
 
 #define NGX_HTTP_PRESENCE_ZONE_MAGIC    0x50524553  /* "PRES" */
-#define NGX_HTTP_PRESENCE_ZONE_VERSION  2
+#define NGX_HTTP_PRESENCE_ZONE_VERSION  3
 
 #define NGX_HTTP_PRESENCE_NIL           0xffffffff
 
@@ -96,6 +96,22 @@ typedef struct {
 } ngx_http_presence_ua_t;
 
 
+#define NGX_HTTP_PRESENCE_SLOTS  64
+
+
+typedef struct {
+    ngx_atomic_t                    requests[5]; /* by JWT status */
+    ngx_atomic_t                    cache_hits;
+    ngx_atomic_t                    cache_misses;
+    ngx_atomic_t                    pad;         /* 64 bytes */
+} ngx_http_presence_counters_t;
+
+
+#define ngx_http_presence_counter(sh)                                         \
+    (&(sh)->counters[(ngx_worker == NGX_INVALID_ARRAY_INDEX ? 0 : ngx_worker) \
+                     % NGX_HTTP_PRESENCE_SLOTS])
+
+
 /* the header at the start of the shared zone */
 
 typedef struct {
@@ -155,9 +171,8 @@ typedef struct {
     uint64_t                        ring_overflows;
     uint64_t                        ua_failures;
     uint64_t                        resets;
-    ngx_atomic_t                    requests[5]; /* by JWT status */
-    ngx_atomic_t                    cache_hits;
-    ngx_atomic_t                    cache_misses;
+    /* the request path's counters: one line per worker, no sharing */
+    ngx_http_presence_counters_t    counters[NGX_HTTP_PRESENCE_SLOTS];
 
     uint32_t                       *session_hash;
     uint32_t                       *user_hash;

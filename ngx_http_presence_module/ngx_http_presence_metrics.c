@@ -127,12 +127,14 @@ ngx_http_presence_metrics_handler(ngx_http_request_t *r)
     m.online[2] = ngx_http_presence_count(zone, pmcf->recent, 0);
     m.active_sessions = ngx_http_presence_count(zone, pmcf->online, 1);
 
-    for (i = 0; i < 4; i++) {
-        m.requests[i] = sh->requests[i + 1];
-    }
+    for (h = 0; h < NGX_HTTP_PRESENCE_SLOTS; h++) {
+        for (i = 0; i < 4; i++) {
+            m.requests[i] += sh->counters[h].requests[i + 1];
+        }
 
-    m.cache_hits = sh->cache_hits;
-    m.cache_misses = sh->cache_misses;
+        m.cache_hits += sh->counters[h].cache_hits;
+        m.cache_misses += sh->counters[h].cache_misses;
+    }
     m.zone_bytes = shpool->end - (u_char *) shpool;
     m.zone_free = shpool->pfree * ngx_pagesize;
     m.sessions = sh->sessions_used;

@@ -591,6 +591,7 @@ ngx_http_presence_verify(ngx_http_request_t *r,
     u_char                               digest[32];
     ngx_http_presence_jwt_result_t       res;
     ngx_http_presence_zone_t            *zone;
+    ngx_http_presence_counters_t        *counter;
     ngx_http_presence_jwt_cache_t       *cache;
     ngx_http_presence_jwt_cache_node_t  *node;
 
@@ -613,7 +614,8 @@ ngx_http_presence_verify(ngx_http_request_t *r,
 
             if (pmcf->shm_zone) {
                 zone = pmcf->shm_zone->data;
-                (void) ngx_atomic_fetch_add(&zone->sh->cache_hits, 1);
+                counter = ngx_http_presence_counter(zone->sh);
+                (void) ngx_atomic_fetch_add(&counter->cache_hits, 1);
             }
 
             ctx->status = node->status;
@@ -634,7 +636,8 @@ ngx_http_presence_verify(ngx_http_request_t *r,
 
     if (pmcf->shm_zone) {
         zone = pmcf->shm_zone->data;
-        (void) ngx_atomic_fetch_add(&zone->sh->cache_misses, 1);
+        counter = ngx_http_presence_counter(zone->sh);
+        (void) ngx_atomic_fetch_add(&counter->cache_misses, 1);
     }
 
     ctx->status = ngx_http_presence_jwt_verify(&pmcf->jwt, token->data,

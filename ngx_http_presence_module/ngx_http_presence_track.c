@@ -218,6 +218,7 @@ ngx_http_presence_handler(ngx_http_request_t *r)
     ngx_http_presence_ctx_t        *ctx;
     ngx_http_presence_zone_t       *zone;
     ngx_http_presence_loc_conf_t   *plcf;
+    ngx_http_presence_counters_t   *counter;
     ngx_http_presence_main_conf_t  *pmcf;
     ngx_http_presence_activity_t    act;
 
@@ -244,7 +245,8 @@ ngx_http_presence_handler(ngx_http_request_t *r)
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_presence_module);
     zone = pmcf->shm_zone->data;
 
-    (void) ngx_atomic_fetch_add(&zone->sh->requests[ctx->status], 1);
+    counter = ngx_http_presence_counter(zone->sh);
+    (void) ngx_atomic_fetch_add(&counter->requests[ctx->status], 1);
 
     if (ctx->status != NGX_HTTP_PRESENCE_JWT_VALID) {
         return NGX_DECLINED;
