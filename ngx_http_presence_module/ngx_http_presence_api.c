@@ -57,6 +57,7 @@ typedef struct {
     ngx_uint_t                      online;
     ssize_t                         len[3];      /* -1: null */
     u_char                         *profile[3];
+    ngx_uint_t                      order;       /* in the queue */
 } ngx_http_presence_user_row_t;
 
 
@@ -102,6 +103,10 @@ static ngx_int_t ngx_http_presence_api_ids(ngx_http_request_t *r,
     int64_t *ids, ngx_uint_t *n, ngx_http_presence_json_t *w);
 static ngx_int_t ngx_http_presence_api_id(u_char *p, u_char *last,
     int64_t *id);
+static int ngx_libc_cdecl ngx_http_presence_api_user_first(const void *one,
+    const void *two);
+static int ngx_libc_cdecl ngx_http_presence_api_recent_first(
+    const void *one, const void *two);
 
 
 static ngx_http_presence_endpoint_t  ngx_http_presence_endpoints[] = {
@@ -730,6 +735,7 @@ ngx_http_presence_api_users(ngx_http_request_t *r,
 
         rows[n].user_id = user->user_id;
         rows[n].last_ms = user->last_ms;
+        rows[n].order = n;
         rows[n].online = user->last_ms / 1000 > online;
         rows[n].sessions = 0;
 
@@ -764,6 +770,11 @@ ngx_http_presence_api_users(ngx_http_request_t *r,
     }
 
     ngx_http_presence_unlock(zone);
+
+    /* the queue is in order to the second; the page, to the millisecond */
+
+    ngx_qsort(rows, n, sizeof(ngx_http_presence_user_row_t),
+              ngx_http_presence_api_user_first);
 
     /* one buffer for the whole answer */
 
@@ -877,6 +888,20 @@ ngx_http_presence_api_stats(ngx_http_request_t *r,
     ngx_http_presence_json_lit(&w, ",\"status\":\"success\"}");
 
     return ngx_http_presence_api_send(r, NGX_HTTP_OK, &w);
+}
+
+
+static int ngx_libc_cdecl
+ngx_http_presence_api_user_first(const void *one, const void *two)
+{
+    const ngx_http_presence_user_row_t  *a = one;
+    const ngx_http_presence_user_row_t  *b = two;
+
+    if (a->last_ms != b->last_ms) {
+        return (a->last_ms < b->last_ms) - (a->last_ms > b->last_ms);
+    }
+
+    return (a->order > b->order) - (a->order < b->order);
 }
 
 

@@ -762,12 +762,19 @@ ngx_http_presence_record(ngx_http_presence_zone_t *zone,
         clean = (s->flushed_ms >= s->last_ms);
         old_ms = s->last_ms;
 
-        ngx_http_presence_bit_move(sh, sh->sessions_bit, old_ms / 1000,
-                                   now_ms / 1000);
+        /*
+         * lists are kept in order to the second: within the same second
+         * nothing is relinked, so a busy session costs a few writes
+         */
 
-        if (sh->lru_head != i) {
-            ngx_http_presence_lru_unlink(sh, i);
-            ngx_http_presence_lru_head(sh, i);
+        if (now_ms / 1000 > old_ms / 1000) {
+            ngx_http_presence_bit_move(sh, sh->sessions_bit, old_ms / 1000,
+                                       now_ms / 1000);
+
+            if (sh->lru_head != i) {
+                ngx_http_presence_lru_unlink(sh, i);
+                ngx_http_presence_lru_head(sh, i);
+            }
         }
 
         s->last_ms = ngx_max(s->last_ms, now_ms);
@@ -833,12 +840,15 @@ ngx_http_presence_record(ngx_http_presence_zone_t *zone,
 
 user:
 
-    if (now_ms > user->last_ms) {
+    if (now_ms / 1000 > user->last_ms / 1000) {
         ngx_http_presence_bit_move(sh, sh->users_bit, user->last_ms / 1000,
                                    now_ms / 1000);
         user->last_ms = now_ms;
         ngx_http_presence_q_unlink(sh, user - sh->users);
         ngx_http_presence_q_place(sh, user - sh->users);
+
+    } else if (now_ms > user->last_ms) {
+        user->last_ms = now_ms;
     }
 
     if (!remote && s->last_ms > s->flushed_ms
@@ -1233,7 +1243,7 @@ ngx_http_presence_q_place(ngx_http_presence_shm_t *sh, uint32_t i)
     user = &sh->users[i];
 
     if (sh->q_head == NGX_HTTP_PRESENCE_NIL
-        || sh->users[sh->q_head].last_ms <= user->last_ms)
+        || sh->users[sh->q_head].last_ms / 1000 <= user->last_ms / 1000)
     {
         ngx_http_presence_q_head(sh, i);
         return;
@@ -1242,7 +1252,8 @@ ngx_http_presence_q_place(ngx_http_presence_shm_t *sh, uint32_t i)
     prev = sh->q_head;
 
     for (j = sh->users[prev].q_next;
-         j != NGX_HTTP_PRESENCE_NIL && sh->users[j].last_ms > user->last_ms;
+         j != NGX_HTTP_PRESENCE_NIL
+         && sh->users[j].last_ms / 1000 > user->last_ms / 1000;
          j = sh->users[j].q_next)
     {
         prev = j;

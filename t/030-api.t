@@ -30,7 +30,8 @@ __DATA__
 
 === users: most recent first, count and total, pagination
 --- raw_request eval
-[Presence::Test::hit(1), Presence::Test::hit(2), Presence::Test::hit(3),
+[Presence::Test::hit(3),
+ [{ value => Presence::Test::hit(2), delay_before => 1.1 }],
  Presence::Test::hit(2, sid => 'second'),
  [{ value => Presence::Test::hit(1), delay_before => 1.1 }],
  main::api('users'),
@@ -45,6 +46,16 @@ __DATA__
  '^\{"online_users":\[\{"user_id":3,[^{}]+\}\],"count":1,"total":3,',
  '^\{"online_users":\[\],"count":0,"total":3,',
  '^\{"online_users":\[\],"count":0,"total":3,']
+
+
+
+=== within one second, a page is in millisecond order
+--- raw_request eval
+[Presence::Test::hit(4), Presence::Test::hit(5), Presence::Test::hit(6),
+ Presence::Test::hit(5, sid => 'again'), main::api('users')]
+--- response_body_like eval
+["backend", "backend", "backend", "backend",
+ '^\{"online_users":\[\{"user_id":5,[^{}]+\},\{"user_id":6,[^{}]+\},\{"user_id":4,[^{}]+\}\],"count":3,']
 
 
 
