@@ -40,7 +40,7 @@ __DATA__
  main::api('users?offset=3'),
  main::api('users?offset=99999999999999999999')]
 --- response_body_like eval
-["backend", "backend", "backend", "backend", "backend",
+["backend", "backend", "backend", "backend",
  '^\{"online_users":\[\{"user_id":1,"username":null,"display_name":null,"avatar_url":null,"last_seen":' . $main::TS . ',"session_count":1,"status":"online"\},\{"user_id":2,"username":null,"display_name":null,"avatar_url":null,"last_seen":' . $main::TS . ',"session_count":2,"status":"online"\},\{"user_id":3,[^{}]+\}\],"count":3,"total":3,"threshold_minutes":15,"timestamp":' . $main::TS . '\}$',
  '^\{"online_users":\[\{"user_id":1,[^{}]+\},\{"user_id":2,[^{}]+\}\],"count":2,"total":3,',
  '^\{"online_users":\[\{"user_id":3,[^{}]+\}\],"count":1,"total":3,',
