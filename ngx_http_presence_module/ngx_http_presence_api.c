@@ -17,6 +17,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_presence.h"
+#include "ngx_http_presence_args.h"
 
 
 #define NGX_HTTP_PRESENCE_API_MAX_IDS  100
@@ -101,8 +102,6 @@ static ngx_int_t ngx_http_presence_api_cleanup(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf);
 static ngx_int_t ngx_http_presence_api_ids(ngx_http_request_t *r,
     int64_t *ids, ngx_uint_t *n, ngx_http_presence_json_t *w);
-static ngx_int_t ngx_http_presence_api_id(u_char *p, u_char *last,
-    int64_t *id);
 static int ngx_libc_cdecl ngx_http_presence_api_user_first(const void *one,
     const void *two);
 static int ngx_libc_cdecl ngx_http_presence_api_recent_first(
@@ -426,65 +425,18 @@ static ngx_int_t
 ngx_http_presence_api_arg(ngx_http_request_t *r, const char *name,
     ngx_str_t *value)
 {
-    u_char     *p, *end, *amp, *eq, *dst, *src, *buf, *raw;
-    size_t      nlen;
-    ngx_int_t   found;
-
-    nlen = ngx_strlen(name);
-    found = NGX_DECLINED;
-
-    buf = ngx_pnalloc(r->pool, 2 * r->args.len + 2);
-    if (buf == NULL) {
+    value->data = ngx_pnalloc(r->pool, r->args.len + 1);
+    if (value->data == NULL) {
         return NGX_ERROR;
     }
 
-    raw = buf + r->args.len + 1;
-
-    p = r->args.data;
-    end = p + r->args.len;
-
-    for ( /* void */ ; p < end; p = amp + 1) {
-        amp = ngx_strlchr(p, end, '&');
-        if (amp == NULL) {
-            amp = end;
-        }
-
-        eq = ngx_strlchr(p, amp, '=');
-        if (eq == NULL) {
-            eq = amp;
-        }
-
-        dst = buf;
-        src = p;
-        ngx_unescape_uri(&dst, &src, eq - p, NGX_UNESCAPE_URI);
-
-        if ((size_t) (dst - buf) != nlen || ngx_strncmp(buf, name, nlen)) {
-            continue;
-        }
-
-        /* a copy, as "+" is a space in a query string */
-
-        src = (eq < amp) ? eq + 1 : amp;
-        value->len = amp - src;
-
-        for (dst = raw; src < amp; src++) {
-            *dst++ = (*src == '+') ? ' ' : *src;
-        }
-
-        value->data = ngx_pnalloc(r->pool, value->len + 1);
-        if (value->data == NULL) {
-            return NGX_ERROR;
-        }
-
-        dst = value->data;
-        src = raw;
-        ngx_unescape_uri(&dst, &src, value->len, 0);
-        value->len = dst - value->data;
-
-        found = NGX_OK;
+    if (!ngx_http_presence_args_get(r->args.data, r->args.len, name,
+                                    value->data, &value->len))
+    {
+        return NGX_DECLINED;
     }
 
-    return found;
+    return NGX_OK;
 }
 
 
@@ -500,10 +452,10 @@ ngx_http_presence_api_args(ngx_http_request_t *r,
     ngx_http_presence_param_t *params, ngx_uint_t n,
     ngx_http_presence_json_t *w)
 {
-    u_char      *p, *end;
-    ngx_int_t    rc, v, neg, over;
-    ngx_str_t    value;
-    ngx_uint_t   i, errors;
+    int64_t     v;
+    ngx_int_t   rc;
+    ngx_str_t   value;
+    ngx_uint_t  i, errors;
 
     errors = 0;
 
@@ -520,63 +472,30 @@ ngx_http_presence_api_args(ngx_http_request_t *r,
             continue;   /* the default */
         }
 
-        p = value.data;
-        end = p + value.len;
-        neg = 0;
+        switch (ngx_http_presence_args_int(value.data, value.len,
+                                           params[i].min, params[i].max, &v))
+        {
+        case NGX_HTTP_PRESENCE_ARG_OK:
+            params[i].value = (ngx_int_t) v;
+            break;
 
-        if (p < end && (*p == '-' || *p == '+')) {
-            neg = (*p == '-');
-            p++;
-        }
-
-        v = 0;
-        over = 0;
-
-        if (p == end) {
-            goto parsing;
-        }
-
-        for ( /* void */ ; p < end; p++) {
-            if (*p < '0' || *p > '9') {
-                goto parsing;
-            }
-
-            if (v > (NGX_MAX_INT_T_VALUE - 9) / 10) {
-                over = 1;
-
-            } else {
-                v = v * 10 + (*p - '0');
-            }
-        }
-
-        if (neg) {
-            v = -v;
-        }
-
-        if ((over && neg) || v < params[i].min) {
+        case NGX_HTTP_PRESENCE_ARG_LOW:
             ngx_http_presence_api_arg_error(w, errors++ == 0, params[i].name,
                     "greater_than_equal", "Input should be greater than or "
                     "equal to %i", &value, "ge", params[i].min);
+            break;
 
-        } else if (params[i].max == -1) {
-            params[i].value = over ? NGX_MAX_INT_T_VALUE : v;
-
-        } else if (over || v > params[i].max) {
+        case NGX_HTTP_PRESENCE_ARG_HIGH:
             ngx_http_presence_api_arg_error(w, errors++ == 0, params[i].name,
                     "less_than_equal", "Input should be less than or equal "
                     "to %i", &value, "le", params[i].max);
+            break;
 
-        } else {
-            params[i].value = v;
+        default: /* NGX_HTTP_PRESENCE_ARG_PARSING */
+            ngx_http_presence_api_arg_error(w, errors++ == 0, params[i].name,
+                    "int_parsing", "Input should be a valid integer, unable "
+                    "to parse string as an integer", &value, NULL, 0);
         }
-
-        continue;
-
-    parsing:
-
-        ngx_http_presence_api_arg_error(w, errors++ == 0, params[i].name,
-                "int_parsing", "Input should be a valid integer, unable to "
-                "parse string as an integer", &value, NULL, 0);
     }
 
     if (errors) {
@@ -1049,11 +968,9 @@ static ngx_int_t
 ngx_http_presence_api_ids(ngx_http_request_t *r, int64_t *ids, ngx_uint_t *n,
     ngx_http_presence_json_t *w)
 {
-    u_char      *p, *end, *start, *last;
-    int64_t      v;
+    size_t       count;
     ngx_int_t    rc;
     ngx_str_t    value;
-    ngx_uint_t   i, count;
     const char  *msg;
 
     *n = 0;
@@ -1071,93 +988,30 @@ ngx_http_presence_api_ids(ngx_http_request_t *r, int64_t *ids, ngx_uint_t *n,
         return NGX_DECLINED;
     }
 
-    msg = NULL;
+    switch (ngx_http_presence_args_ids(value.data, value.len, ids,
+                                       NGX_HTTP_PRESENCE_API_MAX_IDS, &count))
+    {
+    case NGX_HTTP_PRESENCE_IDS_OK:
+        *n = count;
+        return NGX_OK;
 
-    if (value.len == 0) {
+    case NGX_HTTP_PRESENCE_IDS_EMPTY:
         msg = "Value error, user_ids must not be empty";
-        goto failed;
+        break;
+
+    case NGX_HTTP_PRESENCE_IDS_TOO_MANY:
+        msg = "Value error, at most 100 user ids";
+        break;
+
+    default: /* NGX_HTTP_PRESENCE_IDS_JUNK */
+        msg = "Value error, user ids must be positive integers";
     }
-
-    p = value.data;
-    end = p + value.len;
-    count = 0;
-
-    while (p <= end) {
-        start = p;
-        last = ngx_strlchr(p, end, ',');
-        if (last == NULL) {
-            last = end;
-        }
-
-        p = last + 1;
-
-        if (++count > NGX_HTTP_PRESENCE_API_MAX_IDS) {
-            msg = "Value error, at most 100 user ids";
-            goto failed;
-        }
-
-        while (start < last && *start == ' ') {
-            start++;
-        }
-
-        while (last > start && last[-1] == ' ') {
-            last--;
-        }
-
-        if (ngx_http_presence_api_id(start, last, &v) != NGX_OK) {
-            msg = "Value error, user ids must be positive integers";
-            goto failed;
-        }
-
-        for (i = 0; i < *n; i++) {
-            if (ids[i] == v) {
-                break;
-            }
-        }
-
-        if (i == *n) {
-            ids[(*n)++] = v;
-        }
-    }
-
-    return NGX_OK;
-
-failed:
 
     ngx_http_presence_api_arg_error(w, 1, "user_ids", "value_error", msg,
                                     &value, NULL, 0);
     ngx_http_presence_json_lit(w, "]}");
 
     return NGX_DECLINED;
-}
-
-
-/* a positive int64 in digits */
-
-static ngx_int_t
-ngx_http_presence_api_id(u_char *p, u_char *last, int64_t *id)
-{
-    int64_t  v;
-
-    if (p == last || last - p > 19) {
-        return NGX_ERROR;
-    }
-
-    for (v = 0; p < last; p++) {
-        if (*p < '0' || *p > '9' || v > (INT64_MAX - (*p - '0')) / 10) {
-            return NGX_ERROR;
-        }
-
-        v = v * 10 + (*p - '0');
-    }
-
-    if (v == 0) {
-        return NGX_ERROR;
-    }
-
-    *id = v;
-
-    return NGX_OK;
 }
 
 

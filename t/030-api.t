@@ -51,8 +51,11 @@ __DATA__
 
 === within one second, a page is in millisecond order
 --- raw_request eval
-[Presence::Test::hit(4), Presence::Test::hit(5), Presence::Test::hit(6),
- Presence::Test::hit(5, sid => 'again'), main::api('users')]
+[Presence::Test::hit(4),
+ map({ [{ value => $_, delay_before => 0.02 }] }
+     Presence::Test::hit(5), Presence::Test::hit(6),
+     Presence::Test::hit(5, sid => 'again')),
+ main::api('users')]
 --- response_body_like eval
 ["backend", "backend", "backend", "backend",
  '^\{"online_users":\[\{"user_id":5,[^{}]+\},\{"user_id":6,[^{}]+\},\{"user_id":4,[^{}]+\}\],"count":3,']

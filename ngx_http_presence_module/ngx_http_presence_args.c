@@ -1,0 +1,261 @@
+
+/*
+ * Copyright (C) The ngx_http_presence_module authors
+ */
+
+
+#include <string.h>
+
+#include "ngx_http_presence_args.h"
+
+
+static size_t ngx_http_presence_args_decode(const u_char *src, size_t len,
+    u_char *dst, int plus);
+static int ngx_http_presence_args_hex(u_char c);
+
+
+static int
+ngx_http_presence_args_hex(u_char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+
+    c |= 0x20;
+
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+
+    return -1;
+}
+
+
+/* %XX decoded, a lone "%" kept; in values "+" is a space */
+
+static size_t
+ngx_http_presence_args_decode(const u_char *src, size_t len, u_char *dst,
+    int plus)
+{
+    int      h, l;
+    size_t   i;
+    u_char  *d;
+
+    d = dst;
+
+    for (i = 0; i < len; i++) {
+
+        if (src[i] == '%' && i + 2 < len) {
+            h = ngx_http_presence_args_hex(src[i + 1]);
+            l = ngx_http_presence_args_hex(src[i + 2]);
+
+            if (h >= 0 && l >= 0) {
+                *d++ = (u_char) (h << 4 | l);
+                i += 2;
+                continue;
+            }
+        }
+
+        *d++ = (plus && src[i] == '+') ? ' ' : src[i];
+    }
+
+    return d - dst;
+}
+
+
+/*
+ * The last value of "name" (FastAPI takes the last of repeated
+ * parameters), decoded into dst, which has room for len bytes.
+ * Returns 1 when found.
+ */
+
+int
+ngx_http_presence_args_get(const u_char *args, size_t len, const char *name,
+    u_char *dst, size_t *dlen)
+{
+    int            found;
+    u_char         key[64];
+    size_t         nlen, n;
+    const u_char  *p, *end, *amp, *eq, *v;
+
+    nlen = strlen(name);
+    found = 0;
+    *dlen = 0;
+
+    p = args;
+    end = args + len;
+
+    while (p < end) {
+        amp = memchr(p, '&', end - p);
+        if (amp == NULL) {
+            amp = end;
+        }
+
+        eq = memchr(p, '=', amp - p);
+        if (eq == NULL) {
+            eq = amp;
+        }
+
+        /* a name of more than 3 bytes a character cannot be ours */
+
+        if ((size_t) (eq - p) <= 3 * nlen && (size_t) (eq - p) <= sizeof(key))
+        {
+            n = ngx_http_presence_args_decode(p, eq - p, key, 0);
+
+            if (n == nlen && memcmp(key, name, nlen) == 0) {
+                v = (eq < amp) ? eq + 1 : amp;
+                *dlen = ngx_http_presence_args_decode(v, amp - v, dst, 1);
+                found = 1;
+            }
+        }
+
+        p = amp + 1;
+    }
+
+    return found;
+}
+
+
+/*
+ * An integer as pydantic reads a query parameter: an optional sign and
+ * digits; a number beyond any integer type is out of range, not
+ * malformed.  max < min means no upper bound (then too large a number is
+ * the largest int64).
+ */
+
+int
+ngx_http_presence_args_int(const u_char *s, size_t len, int64_t min,
+    int64_t max, int64_t *value)
+{
+    int            neg, over;
+    int64_t        v;
+    const u_char  *p, *end;
+
+    p = s;
+    end = s + len;
+    neg = 0;
+
+    if (p < end && (*p == '-' || *p == '+')) {
+        neg = (*p == '-');
+        p++;
+    }
+
+    if (p == end) {
+        return NGX_HTTP_PRESENCE_ARG_PARSING;
+    }
+
+    v = 0;
+    over = 0;
+
+    for ( /* void */ ; p < end; p++) {
+        if (*p < '0' || *p > '9') {
+            return NGX_HTTP_PRESENCE_ARG_PARSING;
+        }
+
+        if (v > (INT64_MAX - 9) / 10) {
+            over = 1;
+
+        } else {
+            v = v * 10 + (*p - '0');
+        }
+    }
+
+    if (neg) {
+        v = -v;
+    }
+
+    if ((over && neg) || v < min) {
+        return NGX_HTTP_PRESENCE_ARG_LOW;
+    }
+
+    if (max < min) {
+        *value = over ? INT64_MAX : v;
+        return NGX_HTTP_PRESENCE_ARG_OK;
+    }
+
+    if (over || v > max) {
+        return NGX_HTTP_PRESENCE_ARG_HIGH;
+    }
+
+    *value = v;
+
+    return NGX_HTTP_PRESENCE_ARG_OK;
+}
+
+
+/* "1,2,3": at most "max" positive int64s, spaces around, duplicates once */
+
+int
+ngx_http_presence_args_ids(const u_char *s, size_t len, int64_t *ids,
+    size_t max, size_t *n)
+{
+    size_t         i, count;
+    int64_t        v;
+    const u_char  *p, *end, *start, *last, *d;
+
+    *n = 0;
+
+    if (len == 0) {
+        return NGX_HTTP_PRESENCE_IDS_EMPTY;
+    }
+
+    p = s;
+    end = s + len;
+    count = 0;
+
+    for ( ;; ) {
+        start = p;
+        last = memchr(p, ',', end - p);
+        if (last == NULL) {
+            last = end;
+        }
+
+        if (++count > max) {
+            return NGX_HTTP_PRESENCE_IDS_TOO_MANY;
+        }
+
+        while (start < last && *start == ' ') {
+            start++;
+        }
+
+        while (last > start && last[-1] == ' ') {
+            last--;
+        }
+
+        if (start == last || last - start > 19) {
+            return NGX_HTTP_PRESENCE_IDS_JUNK;
+        }
+
+        for (v = 0, d = start; d < last; d++) {
+            if (*d < '0' || *d > '9' || v > (INT64_MAX - (*d - '0')) / 10) {
+                return NGX_HTTP_PRESENCE_IDS_JUNK;
+            }
+
+            v = v * 10 + (*d - '0');
+        }
+
+        if (v == 0) {
+            return NGX_HTTP_PRESENCE_IDS_JUNK;
+        }
+
+        for (i = 0; i < *n; i++) {
+            if (ids[i] == v) {
+                break;
+            }
+        }
+
+        if (i == *n) {
+            ids[(*n)++] = v;
+        }
+
+        p = memchr(p, ',', end - p);
+
+        if (p == NULL) {
+            break;
+        }
+
+        p++;
+    }
+
+    return NGX_HTTP_PRESENCE_IDS_OK;
+}

@@ -1,0 +1,41 @@
+
+/*
+ * Copyright (C) The ngx_http_presence_module authors
+ */
+
+
+/*
+ * The API's query-string parsers, as FastAPI validates: no nginx here, so
+ * the fuzz target links this file alone.
+ */
+
+
+#ifndef _NGX_HTTP_PRESENCE_ARGS_H_INCLUDED_
+#define _NGX_HTTP_PRESENCE_ARGS_H_INCLUDED_
+
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+
+#define NGX_HTTP_PRESENCE_ARG_OK         0
+#define NGX_HTTP_PRESENCE_ARG_PARSING    1   /* not an integer */
+#define NGX_HTTP_PRESENCE_ARG_LOW        2   /* below the minimum */
+#define NGX_HTTP_PRESENCE_ARG_HIGH       3   /* above the maximum */
+
+#define NGX_HTTP_PRESENCE_IDS_OK         0
+#define NGX_HTTP_PRESENCE_IDS_EMPTY      1
+#define NGX_HTTP_PRESENCE_IDS_TOO_MANY   2
+#define NGX_HTTP_PRESENCE_IDS_JUNK       3
+
+
+int ngx_http_presence_args_get(const u_char *args, size_t len,
+    const char *name, u_char *dst, size_t *dlen);
+int ngx_http_presence_args_int(const u_char *s, size_t len, int64_t min,
+    int64_t max, int64_t *value);
+int ngx_http_presence_args_ids(const u_char *s, size_t len, int64_t *ids,
+    size_t max, size_t *n);
+
+
+#endif /* _NGX_HTTP_PRESENCE_ARGS_H_INCLUDED_ */
