@@ -90,27 +90,39 @@ clean:
 	-@t/bin/pg stop test >/dev/null 2>&1
 	rm -rf $(BUILD) t/servroot*
 
-# libFuzzer on the JWT verifier (and key loading); FUZZ_TIME in seconds.
-# New inputs go to build/fuzz/corpus, the seeds stay in t/fuzz/corpus.
+# libFuzzer on the JWT verifier (and key loading) and on the API's
+# query-string parsers; FUZZ_TIME in seconds for each.  New inputs go to
+# build/fuzz/, the seeds stay in t/fuzz/corpus/.
 
-FUZZ_TIME ?= 60
-FUZZ_BIN  := $(BUILD)/fuzz/jwt_fuzz
+FUZZ_TIME  ?= 60
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined \
+              -fno-sanitize-recover=undefined -I $(MODULE)
 
-.PHONY: fuzz
+.PHONY: fuzz fuzz-jwt fuzz-args
 
-$(FUZZ_BIN): t/fuzz/jwt_fuzz.c $(MODULE)/ngx_http_presence_jwt.c \
-             $(MODULE)/ngx_http_presence_jwt.h
+$(BUILD)/fuzz/jwt_fuzz: t/fuzz/jwt_fuzz.c $(MODULE)/ngx_http_presence_jwt.c \
+                        $(MODULE)/ngx_http_presence_jwt.h
 	@t/bin/install-deps clang libclang-rt-14-dev libssl-dev libjansson-dev
-	mkdir -p $(BUILD)/fuzz/corpus
-	clang -g -O1 -fsanitize=fuzzer,address,undefined \
-	    -fno-sanitize-recover=undefined -I $(MODULE) \
-	    t/fuzz/jwt_fuzz.c $(MODULE)/ngx_http_presence_jwt.c \
+	mkdir -p $(BUILD)/fuzz/jwt
+	clang $(FUZZ_FLAGS) t/fuzz/jwt_fuzz.c $(MODULE)/ngx_http_presence_jwt.c \
 	    -lcrypto -ljansson -lm -o $@
 
-fuzz: $(FUZZ_BIN)
-	$(FUZZ_BIN) -max_total_time=$(FUZZ_TIME) -max_len=8192 \
-	    -timeout=10 -print_final_stats=1 \
-	    $(BUILD)/fuzz/corpus t/fuzz/corpus/jwt
+$(BUILD)/fuzz/args_fuzz: t/fuzz/args_fuzz.c $(MODULE)/ngx_http_presence_args.c \
+                         $(MODULE)/ngx_http_presence_args.h
+	@t/bin/install-deps clang libclang-rt-14-dev
+	mkdir -p $(BUILD)/fuzz/args
+	clang $(FUZZ_FLAGS) t/fuzz/args_fuzz.c \
+	    $(MODULE)/ngx_http_presence_args.c -o $@
+
+fuzz-jwt: $(BUILD)/fuzz/jwt_fuzz
+	$< -max_total_time=$(FUZZ_TIME) -max_len=8192 -timeout=10 \
+	    -print_final_stats=1 $(BUILD)/fuzz/jwt t/fuzz/corpus/jwt
+
+fuzz-args: $(BUILD)/fuzz/args_fuzz
+	$< -max_total_time=$(FUZZ_TIME) -max_len=4096 -timeout=10 \
+	    -print_final_stats=1 $(BUILD)/fuzz/args t/fuzz/corpus/args
+
+fuzz: fuzz-jwt fuzz-args
 
 .PHONY: bench bench-jwt
 
