@@ -73,6 +73,44 @@ test: deps
 	$(MAKE) all
 	NGINX_BIN=$(NGINX_BIN) SO=$(SO) t/bin/run-suite $(T)
 
+# the whole suite under AddressSanitizer and UBSan: nginx itself built
+# from the upstream tree with the same flags and NGX_DEBUG_PALLOC (every
+# pool allocation a real malloc), so ASan sees what the module does with
+# nginx's memory; any report fails the run
+
+ASAN_TREE := $(BUILD)/asan
+ASAN_CC   := -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+             -DNGX_DEBUG_PALLOC=1
+ASAN_LOGS := $(ASAN_TREE)/reports
+
+.PHONY: test-asan asan
+
+$(ASAN_TREE)/objs/nginx: config $(SOURCES)
+	@t/bin/install-deps $(DEB_PKGS)
+	@if [ ! -f $(ASAN_TREE)/objs/Makefile ] || [ config -nt $(ASAN_TREE)/objs/Makefile ]; then \
+	    src=$$(t/bin/nginx-source) && rm -rf $(ASAN_TREE) && mkdir -p $(BUILD) \
+	    && cp -a $$src $(ASAN_TREE) && cd $(ASAN_TREE) \
+	    && ./configure $(UPSTREAM_FLAGS) --with-cc-opt='$(ASAN_CC)' \
+	         --with-ld-opt='-fsanitize=address,undefined' \
+	         --add-dynamic-module=$(CURDIR) > configure.log \
+	    || { cat configure.log; exit 1; }; \
+	fi
+	$(MAKE) -C $(ASAN_TREE) -f objs/Makefile build
+	touch $@
+
+asan: $(ASAN_TREE)/objs/nginx
+
+test-asan: asan
+	rm -rf $(ASAN_LOGS) && mkdir -p $(ASAN_LOGS)
+	ASAN_OPTIONS=detect_leaks=0:detect_odr_violation=0:log_path=$(ASAN_LOGS)/asan \
+	UBSAN_OPTIONS=print_stacktrace=1:log_path=$(ASAN_LOGS)/ubsan:suppressions=$(CURDIR)/t/ubsan.supp \
+	NGINX_BIN=$(ASAN_TREE)/objs/nginx \
+	SO=$(ASAN_TREE)/objs/$(MODULE).so t/bin/run-suite $(T)
+	@if ls $(ASAN_LOGS)/* >/dev/null 2>&1; then \
+	    echo "sanitizer reports:"; cat $(ASAN_LOGS)/*; exit 1; \
+	fi
+	@echo "test-asan: no sanitizer reports"
+
 # the demo: PostgreSQL, nginx on 127.0.0.1:8080, a token and curl lines
 run: deps
 	$(MAKE) all

@@ -384,7 +384,18 @@ ngx_http_presence_init_flusher_conf(ngx_conf_t *cf,
     ngx_conf_init_value(pmcf->cluster, 0);
 
     if (pmcf->node.data == NULL) {
-        pmcf->node = cf->cycle->hostname;
+
+        /* the host name, NUL-terminated: it is a libpq parameter */
+
+        pmcf->node.len = cf->cycle->hostname.len;
+        pmcf->node.data = ngx_pnalloc(cf->pool, pmcf->node.len + 1);
+        if (pmcf->node.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memcpy(pmcf->node.data, cf->cycle->hostname.data,
+                   pmcf->node.len);
+        pmcf->node.data[pmcf->node.len] = '\0';
     }
 
     if (pmcf->cluster && pmcf->pg_conninfo.data == NULL) {
