@@ -21,6 +21,10 @@ pg_query(q{INSERT INTO users (id, username, display_name)
 
 my $faketime = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
 
+# under AddressSanitizer its runtime must be preloaded first
+my ($asan) = `ldd $ENV{TEST_NGINX_BINARY} 2>/dev/null` =~ m{(/\S+/libasan\.so\S*)};
+$faketime = "$asan:$faketime" if $asan;
+
 sub node {
     my ($name, %env) = @_;
     my $n = Presence::Nginx->new(name => "cluster_$name", workers => 2,
@@ -56,7 +60,7 @@ sub eventually {
 }
 
 my $a = node('A');
-my $b = node('B', -e $faketime ? (LD_PRELOAD => $faketime,
+my $b = node('B', -e (split /:/, $faketime)[-1] ? (LD_PRELOAD => $faketime,
                                   FAKETIME => '-4s',
                                   DONT_FAKE_MONOTONIC => 1) : ());
 
