@@ -162,7 +162,13 @@ fuzz-args: $(BUILD)/fuzz/args_fuzz
 
 fuzz: fuzz-jwt fuzz-args
 
-.PHONY: bench bench-jwt
+.PHONY: bench bench-jwt chaos
+
+# faults under load (PostgreSQL stopped, reloads, SIGKILLs, a full zone, a
+# terminated backend), then PostgreSQL compared with the zone
+chaos: deps
+	$(MAKE) all
+	NGINX_BIN=$(NGINX_BIN) SO=$(SO) t/bin/chaos
 
 # the performance bar (SPEC section 7): build/bench/results.md and .csv
 bench: deps

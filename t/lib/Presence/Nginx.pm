@@ -40,6 +40,12 @@ sub write_conf {
     my $mods = join '', map { "load_module $_;\n" }
                split ' ', $ENV{TEST_NGINX_LOAD_MODULES} // '';
     my $user = $> == 0 ? "user root;\n" : '';
+    my $backend = $self->{external_backend} ? '' : <<EOB;
+    server {
+        listen 127.0.0.1:$self->{backend};
+        location / { return 200 "backend \$uri\\n"; }
+    }
+EOB
 
     open my $fh, '>', "$root/conf/nginx.conf" or die $!;
     print $fh <<EOC;
@@ -55,11 +61,7 @@ http {
     default_type text/plain;
     client_body_temp_path $root/tmp;
     proxy_temp_path $root/tmp;
-    server {
-        listen 127.0.0.1:$self->{backend};
-        location / { return 200 "backend \$uri\\n"; }
-    }
-$self->{http}
+$backend$self->{http}
     server {
         listen 127.0.0.1:$self->{port};
         location /app/ {
