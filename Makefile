@@ -111,6 +111,28 @@ test-asan: asan
 	fi
 	@echo "test-asan: no sanitizer reports"
 
+# the module's tests under valgrind (one worker each, as the harness runs
+# nginx): no invalid read or write, no definite leak in the module's code
+
+VG_TESTS ?= t/010-jwt-hs.t t/011-jwt-keys.t t/020-track.t t/030-api.t \
+            t/080-hostile.t
+
+.PHONY: test-valgrind
+
+test-valgrind: deps
+	$(MAKE) all
+	@t/bin/install-deps valgrind
+	rm -rf $(BUILD)/valgrind
+	TEST_NGINX_TIMEOUT=20 NGINX_REAL_BIN=$(NGINX_BIN) \
+	NGINX_BIN=$(CURDIR)/t/bin/valgrind-nginx SO=$(SO) \
+	    t/bin/run-suite $(VG_TESTS)
+	@if grep -l "ngx_http_presence\|Invalid \(read\|write\)" \
+	        $(BUILD)/valgrind/vg.* 2>/dev/null; then \
+	    echo "valgrind reports:"; cat $(BUILD)/valgrind/vg.*; exit 1; \
+	fi
+	@echo "test-valgrind: $$(ls $(BUILD)/valgrind | wc -l) processes," \
+	      "no invalid access, no definite leak in the module"
+
 # the demo: PostgreSQL, nginx on 127.0.0.1:8080, a token and curl lines
 run: deps
 	$(MAKE) all
