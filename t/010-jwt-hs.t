@@ -185,7 +185,7 @@ do { $t = Presence::JWT::token(sub => 42, n => ++$n) }
 my ($h, $p, $s) = split /\./, $t;
 (my $plus = $s) =~ tr{-_}{+/};
 # the last character of a 32-byte signature carries 2 unused bits: set one
-my $abc = join '', 'A' .. 'Z', 'a' .. 'z', '0' .. '9', '-', '_';
+my $abc = CORE::join '', 'A' .. 'Z', 'a' .. 'z', '0' .. '9', '-', '_';
 my $v = index $abc, substr($s, -1);
 my $bits = substr($s, 0, -1) . substr($abc, $v | 1, 1);
 [map { Presence::JWT::bearer($_) }
