@@ -167,6 +167,29 @@ sub pair {
     return $row;
 }
 
+sub metric {
+    my ($name, $labels) = @_;
+    $labels = $labels ? ",$labels" : '';
+    my (undef, $m) = $n->get('/metrics');
+    my ($v) = $m =~ /^nginx_presence_\Q$name\E\{zone="presence"\Q$labels\E\} (\d+)/m;
+    return $v // 0;
+}
+
+# the flusher has written all that changed: the ring empty and no row
+# written for a second and a half
+
+sub drained {
+    my $deadline = time + 90;
+    my $rows = -1;
+    while (time < $deadline) {
+        my $now = metric('flush_rows_total');
+        last if $now == $rows && metric('ring_depth') == 0;
+        $rows = $now;
+        sleep 1.5;
+    }
+}
+
+
 # same-size bodies for the API comparisons
 
 sub body_of {
@@ -198,6 +221,9 @@ $n->{server} =~ s/USERS_BODY/'x' x $same{users}/e;
 $n->reload;
 sleep 1.5;
 
+# steady state: the flusher (and PostgreSQL) done with the 100 000 users
+drained();
+
 # ---------------------------------------------------------------------
 # 1. tracking overhead
 
@@ -227,21 +253,6 @@ pair("GET users?limit=50, $total users online, vs return 200 ($same{users} B)",
 
 # ---------------------------------------------------------------------
 # 5. database writes at three request rates over the same 1 000 sessions
-
-sub metric {
-    my ($name, $labels) = @_;
-    $labels = $labels ? ",$labels" : '';
-    my (undef, $m) = $n->get('/metrics');
-    my ($v) = $m =~ /^nginx_presence_\Q$name\E\{zone="presence"\Q$labels\E\} (\d+)/m;
-    return $v // 0;
-}
-
-# the flusher has written all that changed
-sub drained {
-    my $deadline = time + 60;
-    sleep 0.5 while metric('ring_depth') > 0 && time < $deadline;
-    sleep 1.2;
-}
 
 my @db;
 for my $r ([1, 500], [2, 2000], [3, 8000]) {
