@@ -213,12 +213,18 @@ typedef struct {
 } ngx_http_presence_activity_t;
 
 
-/* a per-worker cache of verified tokens, keyed by their SHA-256 */
+/*
+ * a per-worker cache of verdicts: the token's bytes are the key (a fast
+ * hash picks the place), tokens longer than 1k are verified every time
+ */
+
+#define NGX_HTTP_PRESENCE_JWT_CACHE_TOKEN  1024
 
 typedef struct {
     ngx_rbtree_node_t               node;
     ngx_queue_t                     queue;
-    u_char                          digest[32];
+    u_char                         *token;
+    size_t                          len;
     ngx_http_presence_jwt_status_e  status;
     time_t                          until;
     int64_t                         user_id;
@@ -266,8 +272,6 @@ typedef struct {
     size_t                          jwt_max_size;
     ngx_uint_t                      jwt_cache_size;
     ngx_http_presence_jwt_cache_t  *jwt_cache;
-    EVP_MD                         *sha256;      /* this worker's */
-    EVP_MD_CTX                     *md_ctx;
 
     unsigned                        jwt_keys_set:1;
     unsigned                        jwt_algorithms_set:1;

@@ -33,16 +33,14 @@ static ngx_int_t ngx_http_presence_find_token(ngx_http_request_t *r,
 static void ngx_http_presence_verify(ngx_http_request_t *r,
     ngx_http_presence_main_conf_t *pmcf, ngx_str_t *token,
     ngx_http_presence_ctx_t *ctx);
-static ngx_int_t ngx_http_presence_sha256(
-    ngx_http_presence_main_conf_t *pmcf, u_char *data, size_t len,
-    u_char *digest);
-static void ngx_http_presence_sha256_cleanup(void *data);
+static void ngx_http_presence_cache_cleanup(void *data);
 static ngx_http_presence_jwt_cache_t *ngx_http_presence_cache(
     ngx_http_presence_main_conf_t *pmcf);
 static ngx_http_presence_jwt_cache_node_t *ngx_http_presence_cache_lookup(
-    ngx_http_presence_jwt_cache_t *cache, u_char *digest);
+    ngx_http_presence_jwt_cache_t *cache, ngx_str_t *token, uint32_t hash);
 static void ngx_http_presence_cache_store(ngx_http_presence_jwt_cache_t *cache,
-    u_char *digest, ngx_http_presence_ctx_t *ctx, time_t until);
+    ngx_str_t *token, uint32_t hash, ngx_http_presence_ctx_t *ctx,
+    time_t until);
 static ngx_int_t ngx_http_presence_user_id_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_presence_jwt_status_variable(ngx_http_request_t *r,
@@ -588,7 +586,7 @@ ngx_http_presence_verify(ngx_http_request_t *r,
     ngx_http_presence_ctx_t *ctx)
 {
     time_t                               now, until;
-    u_char                               digest[32];
+    uint32_t                             hash;
     ngx_http_presence_jwt_result_t       res;
     ngx_http_presence_zone_t            *zone;
     ngx_http_presence_counters_t        *counter;
@@ -597,17 +595,15 @@ ngx_http_presence_verify(ngx_http_request_t *r,
 
     now = ngx_time();
 
-    if (ngx_http_presence_sha256(pmcf, token->data, token->len, digest)
-        != NGX_OK)
-    {
-        ctx->status = NGX_HTTP_PRESENCE_JWT_INVALID;
-        return;
-    }
+    /* tokens are compared whole: a fast hash only picks the bucket */
 
-    cache = ngx_http_presence_cache(pmcf);
+    hash = ngx_murmur_hash2(token->data, token->len);
+
+    cache = (token->len <= NGX_HTTP_PRESENCE_JWT_CACHE_TOKEN)
+            ? ngx_http_presence_cache(pmcf) : NULL;
 
     if (cache != NULL) {
-        node = ngx_http_presence_cache_lookup(cache, digest);
+        node = ngx_http_presence_cache_lookup(cache, token, hash);
 
         if (node != NULL && now <= node->until) {
             cache->hits++;
@@ -669,60 +665,28 @@ ngx_http_presence_verify(ngx_http_request_t *r,
     }
 
     if (cache != NULL) {
-        ngx_http_presence_cache_store(cache, digest, ctx, until);
+        ngx_http_presence_cache_store(cache, token, hash, ctx, until);
     }
 }
 
 
-/*
- * SHA-256 with a digest fetched once per worker and a reused context:
- * OpenSSL 3's implicit fetch on every call costs more than the hash
- */
-
-static ngx_int_t
-ngx_http_presence_sha256(ngx_http_presence_main_conf_t *pmcf, u_char *data,
-    size_t len, u_char *digest)
-{
-    ngx_pool_cleanup_t  *cln;
-
-    if (pmcf->md_ctx == NULL) {
-        cln = ngx_pool_cleanup_add(ngx_cycle->pool, 0);
-        if (cln == NULL) {
-            return NGX_ERROR;
-        }
-
-        pmcf->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
-        pmcf->md_ctx = EVP_MD_CTX_new();
-
-        cln->handler = ngx_http_presence_sha256_cleanup;
-        cln->data = pmcf;
-
-        if (pmcf->sha256 == NULL || pmcf->md_ctx == NULL) {
-            return NGX_ERROR;
-        }
-    }
-
-    if (EVP_DigestInit_ex2(pmcf->md_ctx, pmcf->sha256, NULL) != 1
-        || EVP_DigestUpdate(pmcf->md_ctx, data, len) != 1
-        || EVP_DigestFinal_ex(pmcf->md_ctx, digest, NULL) != 1)
-    {
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
+/* the cached tokens' copies, freed with the cycle */
 
 static void
-ngx_http_presence_sha256_cleanup(void *data)
+ngx_http_presence_cache_cleanup(void *data)
 {
-    ngx_http_presence_main_conf_t  *pmcf = data;
+    ngx_http_presence_jwt_cache_t  *cache = data;
 
-    EVP_MD_CTX_free(pmcf->md_ctx);
-    EVP_MD_free(pmcf->sha256);
+    ngx_queue_t                         *q;
+    ngx_http_presence_jwt_cache_node_t  *cn;
 
-    pmcf->md_ctx = NULL;
-    pmcf->sha256 = NULL;
+    for (q = ngx_queue_head(&cache->lru);
+         q != ngx_queue_sentinel(&cache->lru);
+         q = ngx_queue_next(q))
+    {
+        cn = ngx_queue_data(q, ngx_http_presence_jwt_cache_node_t, queue);
+        ngx_free(cn->token);
+    }
 }
 
 
@@ -730,6 +694,7 @@ static ngx_http_presence_jwt_cache_t *
 ngx_http_presence_cache(ngx_http_presence_main_conf_t *pmcf)
 {
     ngx_uint_t                           i;
+    ngx_pool_cleanup_t                  *cln;
     ngx_http_presence_jwt_cache_t       *cache;
     ngx_http_presence_jwt_cache_node_t  *nodes;
 
@@ -757,8 +722,18 @@ ngx_http_presence_cache(ngx_http_presence_main_conf_t *pmcf)
     cache->misses = 0;
 
     for (i = 0; i < pmcf->jwt_cache_size; i++) {
+        nodes[i].token = NULL;
         ngx_queue_insert_tail(&cache->free, &nodes[i].queue);
     }
+
+    cln = ngx_pool_cleanup_add(ngx_cycle->pool, 0);
+    if (cln == NULL) {
+        pmcf->jwt_cache_size = 0;
+        return NULL;
+    }
+
+    cln->handler = ngx_http_presence_cache_cleanup;
+    cln->data = cache;
 
     pmcf->jwt_cache = cache;
 
@@ -768,27 +743,26 @@ ngx_http_presence_cache(ngx_http_presence_main_conf_t *pmcf)
 
 static ngx_http_presence_jwt_cache_node_t *
 ngx_http_presence_cache_lookup(ngx_http_presence_jwt_cache_t *cache,
-    u_char *digest)
+    ngx_str_t *token, uint32_t hash)
 {
-    ngx_rbtree_key_t                     key;
     ngx_rbtree_node_t                   *node, *sentinel;
     ngx_http_presence_jwt_cache_node_t  *cn;
-
-    ngx_memcpy(&key, digest, sizeof(ngx_rbtree_key_t));
 
     node = cache->rbtree.root;
     sentinel = cache->rbtree.sentinel;
 
     while (node != sentinel) {
 
-        if (key != node->key) {
-            node = (key < node->key) ? node->left : node->right;
+        if (hash != node->key) {
+            node = (hash < node->key) ? node->left : node->right;
             continue;
         }
 
         cn = (ngx_http_presence_jwt_cache_node_t *) node;
 
-        if (ngx_memcmp(digest, cn->digest, 32) == 0) {
+        if (cn->len == token->len
+            && ngx_memcmp(cn->token, token->data, token->len) == 0)
+        {
             ngx_queue_remove(&cn->queue);
             ngx_queue_insert_head(&cache->lru, &cn->queue);
             return cn;
@@ -803,30 +777,38 @@ ngx_http_presence_cache_lookup(ngx_http_presence_jwt_cache_t *cache,
 
 static void
 ngx_http_presence_cache_store(ngx_http_presence_jwt_cache_t *cache,
-    u_char *digest, ngx_http_presence_ctx_t *ctx, time_t until)
+    ngx_str_t *token, uint32_t hash, ngx_http_presence_ctx_t *ctx,
+    time_t until)
 {
+    u_char                              *copy;
     ngx_queue_t                         *q;
     ngx_http_presence_jwt_cache_node_t  *cn;
 
-    cn = ngx_http_presence_cache_lookup(cache, digest);
+    cn = ngx_http_presence_cache_lookup(cache, token, hash);
 
     if (cn == NULL) {
+        copy = ngx_alloc(token->len, ngx_cycle->log);
+        if (copy == NULL) {
+            return;
+        }
+
         if (!ngx_queue_empty(&cache->free)) {
             q = ngx_queue_head(&cache->free);
+            cn = ngx_queue_data(q, ngx_http_presence_jwt_cache_node_t, queue);
 
         } else {
             q = ngx_queue_last(&cache->lru);
             cn = ngx_queue_data(q, ngx_http_presence_jwt_cache_node_t, queue);
             ngx_rbtree_delete(&cache->rbtree, &cn->node);
+            ngx_free(cn->token);
         }
 
         ngx_queue_remove(q);
         ngx_queue_insert_head(&cache->lru, q);
 
-        cn = ngx_queue_data(q, ngx_http_presence_jwt_cache_node_t, queue);
-
-        ngx_memcpy(cn->digest, digest, 32);
-        ngx_memcpy(&cn->node.key, digest, sizeof(ngx_rbtree_key_t));
+        cn->token = ngx_cpymem(copy, token->data, token->len) - token->len;
+        cn->len = token->len;
+        cn->node.key = hash;
         ngx_rbtree_insert(&cache->rbtree, &cn->node);
     }
 
