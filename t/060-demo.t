@@ -24,6 +24,9 @@ like($out, qr/^TOKEN=[\w-]+\.[\w-]+\.[\w-]+$/m, 'and a token');
 
 system('bash', '-c', $traffic) == 0 or fail('the traffic line runs');
 
+# lists are in order to the second: a person reads before the next curl
+sleep 1.1;
+
 sub run_curl {
     my $line = shift;
     my $res = `$line`;
