@@ -22,6 +22,10 @@
 #define NGX_HTTP_PRESENCE_JWT_NEGATIVE_TTL  1
 #define NGX_HTTP_PRESENCE_JWT_MAX_TTL       3600
 
+#define NGX_HTTP_PRESENCE_VAR_USER_ID       0
+#define NGX_HTTP_PRESENCE_VAR_STATUS        1
+#define NGX_HTTP_PRESENCE_VAR_SESSION_ID    2
+
 
 static ngx_int_t ngx_http_presence_read_file(ngx_conf_t *cf, ngx_str_t *name,
     ngx_str_t *out);
@@ -41,20 +45,22 @@ static ngx_http_presence_jwt_cache_node_t *ngx_http_presence_cache_lookup(
 static void ngx_http_presence_cache_store(ngx_http_presence_jwt_cache_t *cache,
     ngx_str_t *token, uint32_t hash, ngx_http_presence_ctx_t *ctx,
     time_t until);
-static ngx_int_t ngx_http_presence_user_id_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
-static ngx_int_t ngx_http_presence_jwt_status_variable(ngx_http_request_t *r,
+static ngx_int_t ngx_http_presence_token_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
 
 static ngx_http_variable_t  ngx_http_presence_vars[] = {
 
     { ngx_string("presence_user_id"), NULL,
-      ngx_http_presence_user_id_variable, 0,
+      ngx_http_presence_token_variable, NGX_HTTP_PRESENCE_VAR_USER_ID,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("presence_jwt_status"), NULL,
-      ngx_http_presence_jwt_status_variable, 0,
+      ngx_http_presence_token_variable, NGX_HTTP_PRESENCE_VAR_STATUS,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("presence_session_id"), NULL,
+      ngx_http_presence_token_variable, NGX_HTTP_PRESENCE_VAR_SESSION_ID,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
@@ -821,8 +827,10 @@ ngx_http_presence_cache_store(ngx_http_presence_jwt_cache_t *cache,
 }
 
 
+/* $presence_user_id, $presence_jwt_status, $presence_session_id */
+
 static ngx_int_t
-ngx_http_presence_user_id_variable(ngx_http_request_t *r,
+ngx_http_presence_token_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
     u_char                   *p;
@@ -837,40 +845,31 @@ ngx_http_presence_user_id_variable(ngx_http_request_t *r,
     v->no_cacheable = 1;
     v->not_found = 0;
 
+    if (data == NGX_HTTP_PRESENCE_VAR_STATUS) {
+        v->len = ngx_http_presence_jwt_statuses[ctx->status].len;
+        v->data = ngx_http_presence_jwt_statuses[ctx->status].data;
+        return NGX_OK;
+    }
+
     if (ctx->status != NGX_HTTP_PRESENCE_JWT_VALID) {
         v->len = 0;
         v->data = (u_char *) "";
         return NGX_OK;
     }
 
-    p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+    p = ngx_pnalloc(r->pool, 64);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
-    v->len = ngx_sprintf(p, "%L", ctx->user_id) - p;
-    v->data = p;
+    if (data == NGX_HTTP_PRESENCE_VAR_USER_ID) {
+        v->len = ngx_sprintf(p, "%L", ctx->user_id) - p;
 
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_presence_jwt_status_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data)
-{
-    ngx_http_presence_ctx_t  *ctx;
-
-    ctx = ngx_http_presence_token(r);
-    if (ctx == NULL) {
-        return NGX_ERROR;
+    } else {
+        v->len = ngx_hex_dump(p, ctx->session_id, 32) - p;
     }
 
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-    v->len = ngx_http_presence_jwt_statuses[ctx->status].len;
-    v->data = ngx_http_presence_jwt_statuses[ctx->status].data;
+    v->data = p;
 
     return NGX_OK;
 }

@@ -8,7 +8,7 @@
  * Tracking: the access-phase handler of "presence on" locations, the
  * preparation of what it records (before the lock), the per-worker tick
  * that moves the clock and sweeps expired sessions, and the
- * $presence_session_id and $presence_online_count variables.
+ * $presence_online_count variable.
  */
 
 
@@ -29,17 +29,11 @@ static ngx_uint_t ngx_http_presence_tracked(ngx_http_request_t *r);
 static void ngx_http_presence_prepare(ngx_http_request_t *r,
     ngx_http_presence_ctx_t *ctx, ngx_http_presence_activity_t *act);
 static void ngx_http_presence_tick(ngx_event_t *ev);
-static ngx_int_t ngx_http_presence_session_id_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_presence_online_count_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 
 
 static ngx_http_variable_t  ngx_http_presence_track_vars[] = {
-
-    { ngx_string("presence_session_id"), NULL,
-      ngx_http_presence_session_id_variable, 0,
-      NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("presence_online_count"), NULL,
       ngx_http_presence_online_count_variable, 0,
@@ -524,40 +518,6 @@ ngx_http_presence_tick(ngx_event_t *ev)
                               pmcf->cleanup_interval);
 
     ngx_add_timer(ev, next);
-}
-
-
-static ngx_int_t
-ngx_http_presence_session_id_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data)
-{
-    u_char                   *p;
-    ngx_http_presence_ctx_t  *ctx;
-
-    ctx = ngx_http_presence_token(r);
-    if (ctx == NULL) {
-        return NGX_ERROR;
-    }
-
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-
-    if (ctx->status != NGX_HTTP_PRESENCE_JWT_VALID) {
-        v->len = 0;
-        v->data = (u_char *) "";
-        return NGX_OK;
-    }
-
-    p = ngx_pnalloc(r->pool, 64);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    v->len = ngx_hex_dump(p, ctx->session_id, 32) - p;
-    v->data = p;
-
-    return NGX_OK;
 }
 
 
