@@ -286,6 +286,13 @@ typedef struct {
 } ngx_http_presence_loc_conf_t;
 
 
+/* the data of ngx_http_presence_token_variable() */
+
+#define NGX_HTTP_PRESENCE_VAR_USER_ID     0
+#define NGX_HTTP_PRESENCE_VAR_STATUS      1
+#define NGX_HTTP_PRESENCE_VAR_SESSION_ID  2
+
+
 /* the API's JSON writer */
 
 typedef struct {
@@ -362,7 +369,8 @@ void ngx_http_presence_json_int(ngx_http_presence_json_t *w, int64_t v);
 void ngx_http_presence_json_time(ngx_http_presence_json_t *w, int64_t ms);
 void ngx_http_presence_json_now(ngx_http_presence_json_t *w);
 
-ngx_int_t ngx_http_presence_add_track_variables(ngx_conf_t *cf);
+ngx_int_t ngx_http_presence_online_count_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 size_t ngx_http_presence_sanitize(u_char *dst, size_t size, u_char *src,
     size_t len);
 char *ngx_http_presence_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
@@ -401,7 +409,8 @@ char *ngx_http_presence_jwt_audience(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_presence_jwt_init_conf(ngx_conf_t *cf,
     ngx_http_presence_main_conf_t *pmcf);
-ngx_int_t ngx_http_presence_add_variables(ngx_conf_t *cf);
+ngx_int_t ngx_http_presence_token_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 ngx_http_presence_ctx_t *ngx_http_presence_token(ngx_http_request_t *r);
 
 

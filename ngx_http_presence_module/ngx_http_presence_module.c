@@ -209,6 +209,28 @@ static ngx_http_module_t  ngx_http_presence_module_ctx = {
 };
 
 
+static ngx_http_variable_t  ngx_http_presence_vars[] = {
+
+    { ngx_string("presence_user_id"), NULL,
+      ngx_http_presence_token_variable, NGX_HTTP_PRESENCE_VAR_USER_ID,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("presence_jwt_status"), NULL,
+      ngx_http_presence_token_variable, NGX_HTTP_PRESENCE_VAR_STATUS,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("presence_session_id"), NULL,
+      ngx_http_presence_token_variable, NGX_HTTP_PRESENCE_VAR_SESSION_ID,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("presence_online_count"), NULL,
+      ngx_http_presence_online_count_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
 ngx_module_t  ngx_http_presence_module = {
     NGX_MODULE_V1,
     &ngx_http_presence_module_ctx,         /* module context */
@@ -228,11 +250,19 @@ ngx_module_t  ngx_http_presence_module = {
 static ngx_int_t
 ngx_http_presence_preconfiguration(ngx_conf_t *cf)
 {
-    if (ngx_http_presence_add_variables(cf) != NGX_OK) {
-        return NGX_ERROR;
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_presence_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
     }
 
-    return ngx_http_presence_add_track_variables(cf);
+    return NGX_OK;
 }
 
 

@@ -7,7 +7,8 @@
 /*
  * The token side of the module: presence_jwt_* directives, finding the
  * token in a request, the per-worker cache of verdicts and the
- * $presence_user_id / $presence_jwt_status variables.
+ * $presence_user_id, $presence_jwt_status and $presence_session_id
+ * variables.
  */
 
 
@@ -21,10 +22,6 @@
 #define NGX_HTTP_PRESENCE_JWT_MAX_FILE      (1024 * 1024)
 #define NGX_HTTP_PRESENCE_JWT_NEGATIVE_TTL  1
 #define NGX_HTTP_PRESENCE_JWT_MAX_TTL       3600
-
-#define NGX_HTTP_PRESENCE_VAR_USER_ID       0
-#define NGX_HTTP_PRESENCE_VAR_STATUS        1
-#define NGX_HTTP_PRESENCE_VAR_SESSION_ID    2
 
 
 static ngx_int_t ngx_http_presence_read_file(ngx_conf_t *cf, ngx_str_t *name,
@@ -45,26 +42,6 @@ static ngx_http_presence_jwt_cache_node_t *ngx_http_presence_cache_lookup(
 static void ngx_http_presence_cache_store(ngx_http_presence_jwt_cache_t *cache,
     ngx_str_t *token, uint32_t hash, ngx_http_presence_ctx_t *ctx,
     time_t until);
-static ngx_int_t ngx_http_presence_token_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
-
-
-static ngx_http_variable_t  ngx_http_presence_vars[] = {
-
-    { ngx_string("presence_user_id"), NULL,
-      ngx_http_presence_token_variable, NGX_HTTP_PRESENCE_VAR_USER_ID,
-      NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("presence_jwt_status"), NULL,
-      ngx_http_presence_token_variable, NGX_HTTP_PRESENCE_VAR_STATUS,
-      NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("presence_session_id"), NULL,
-      ngx_http_presence_token_variable, NGX_HTTP_PRESENCE_VAR_SESSION_ID,
-      NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-      ngx_http_null_variable
-};
 
 
 static ngx_str_t  ngx_http_presence_jwt_statuses[] = {
@@ -477,25 +454,6 @@ ngx_http_presence_jwt_cleanup(void *data)
 }
 
 
-ngx_int_t
-ngx_http_presence_add_variables(ngx_conf_t *cf)
-{
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_presence_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
-}
-
-
 /* the request's verdict, evaluated once and kept in the main request */
 
 ngx_http_presence_ctx_t *
@@ -829,7 +787,7 @@ ngx_http_presence_cache_store(ngx_http_presence_jwt_cache_t *cache,
 
 /* $presence_user_id, $presence_jwt_status, $presence_session_id */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_presence_token_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {

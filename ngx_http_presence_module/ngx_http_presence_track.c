@@ -29,18 +29,6 @@ static ngx_uint_t ngx_http_presence_tracked(ngx_http_request_t *r);
 static void ngx_http_presence_prepare(ngx_http_request_t *r,
     ngx_http_presence_ctx_t *ctx, ngx_http_presence_activity_t *act);
 static void ngx_http_presence_tick(ngx_event_t *ev);
-static ngx_int_t ngx_http_presence_online_count_variable(
-    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
-
-
-static ngx_http_variable_t  ngx_http_presence_track_vars[] = {
-
-    { ngx_string("presence_online_count"), NULL,
-      ngx_http_presence_online_count_variable, 0,
-      NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-      ngx_http_null_variable
-};
 
 
 /* presence_thresholds very_active=5m online=15m recent=1h; */
@@ -122,25 +110,6 @@ invalid:
                        "expected very_active=, online= or recent=",
                        &value[i]);
     return NGX_CONF_ERROR;
-}
-
-
-ngx_int_t
-ngx_http_presence_add_track_variables(ngx_conf_t *cf)
-{
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_presence_track_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
 }
 
 
@@ -521,7 +490,7 @@ ngx_http_presence_tick(ngx_event_t *ev)
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_presence_online_count_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
