@@ -68,21 +68,16 @@ pg_query('DELETE FROM users');
 pg_query(q{INSERT INTO users (id, username) SELECT g, 'u' || g
              FROM generate_series(1, 110000) g});
 
-my $n = Presence::Nginx->new(name => 'bench', workers => 2,
-                             root => "$out/nginx", log_level => 'warn',
-                             http => <<EOC, server => <<'EOS');
-    presence_zone zone=presence:64m;
-    presence_jwt_secret "$Presence::JWT::SECRET";
-    presence_postgres "$dsn";
-    presence_flush_interval 1s;
-    limit_req_zone \$server_port zone=r1:1m rate=500r/s;
-    limit_req_zone \$server_port zone=r2:1m rate=2000r/s;
-    limit_req_zone \$server_port zone=r3:1m rate=8000r/s;
+# what both nginx instances have: a backend, tracked and untracked proxies
+
+my $upstream = <<'EOC';
     upstream backend {
         server 127.0.0.1:BACKEND;
         keepalive 64;
     }
 EOC
+
+my $proxies = <<'EOC';
         location /on/ {
             presence on;
             proxy_pass http://backend;
@@ -95,6 +90,21 @@ EOC
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }
+EOC
+
+my $n = Presence::Nginx->new(name => 'bench', workers => 2,
+                             root => "$out/nginx", log_level => 'warn',
+                             http => <<EOC, server => <<EOS);
+    presence_zone zone=presence:64m;
+    presence_jwt_secret "$Presence::JWT::SECRET";
+    presence_postgres "$dsn";
+    presence_flush_interval 1s;
+    limit_req_zone \$server_port zone=r1:1m rate=500r/s;
+    limit_req_zone \$server_port zone=r2:1m rate=2000r/s;
+    limit_req_zone \$server_port zone=r3:1m rate=8000r/s;
+$upstream
+EOC
+$proxies
         location /rate1/ { limit_req zone=r1 burst=50 nodelay; presence on; proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
         location /rate2/ { limit_req zone=r2 burst=50 nodelay; presence on; proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
         location /rate3/ { limit_req zone=r3 burst=50 nodelay; presence on; proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
@@ -231,26 +241,12 @@ drained();
 
 my $nodb = Presence::Nginx->new(name => 'bench_nodb', workers => 2,
                                 root => "$out/nginx-nodb", log_level => 'warn',
-                                http => <<EOC, server => <<'EOS');
+                                http => <<EOC, server => <<EOS);
     presence_zone zone=presence:64m;
     presence_jwt_secret "$Presence::JWT::SECRET";
-    upstream backend {
-        server 127.0.0.1:BACKEND;
-        keepalive 64;
-    }
+$upstream
 EOC
-        location /on/ {
-            presence on;
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-        location /off/ {
-            presence off;
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
+$proxies
 EOS
 $nodb->{http} =~ s/BACKEND/$nodb->{backend}/;
 $nodb->start;
