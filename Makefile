@@ -4,6 +4,8 @@
 #                   installed nginx (Debian's nginx-dev)
 #   make test       install what is missing, build, run the whole suite
 #   make deps       install the Debian packages everything here needs
+#   make deb        build/deb/libnginx-mod-http-presence_<version>_<arch>.deb
+#                   with Debian's tooling (debhelper, dh_nginx), and lintian
 #   make clean      remove build/
 #
 #   NGINX_SRC=DIR make ...   build against an upstream nginx source tree
@@ -35,20 +37,24 @@ UPSTREAM_FLAGS := --with-compat --with-debug --with-threads \
                   --with-http_ssl_module --with-http_realip_module \
                   --with-http_stub_status_module
 
+# what "make deb" needs besides the build dependencies below
+DEB_BUILD_PKGS := debhelper dpkg-dev fakeroot lintian
+
 DEB_PKGS := make gcc nginx nginx-dev libpq-dev libjansson-dev libssl-dev \
             postgresql postgresql-contrib openssl curl \
-            perl libtest-base-perl wrk gdb prometheus faketime
+            perl libtest-base-perl wrk gdb prometheus faketime \
+            $(DEB_BUILD_PKGS)
 
 T ?= t/
 
-.PHONY: all deps test clean run stop token
+.PHONY: all deps test clean run stop token deb
 
 all: $(SO)
 
 deps:
 	@t/bin/install-deps $(DEB_PKGS)
 
-$(NGX_TREE)/objs/Makefile: config
+$(NGX_TREE)/objs/Makefile: config VERSION
 	rm -rf $(NGX_TREE)
 	mkdir -p $(BUILD)
 ifeq ($(NGINX_SRC),)
@@ -85,9 +91,10 @@ ASAN_LOGS := $(ASAN_TREE)/reports
 
 .PHONY: test-asan asan
 
-$(ASAN_TREE)/objs/nginx: config $(SOURCES)
+$(ASAN_TREE)/objs/nginx: config VERSION $(SOURCES)
 	@t/bin/install-deps $(DEB_PKGS)
-	@if [ ! -f $(ASAN_TREE)/objs/Makefile ] || [ config -nt $(ASAN_TREE)/objs/Makefile ]; then \
+	@if [ ! -f $(ASAN_TREE)/objs/Makefile ] || [ config -nt $(ASAN_TREE)/objs/Makefile ] \
+	     || [ VERSION -nt $(ASAN_TREE)/objs/Makefile ]; then \
 	    src=$$(t/bin/nginx-source) && rm -rf $(ASAN_TREE) && mkdir -p $(BUILD) \
 	    && cp -a $$src $(ASAN_TREE) && cd $(ASAN_TREE) \
 	    && ./configure $(UPSTREAM_FLAGS) --with-cc-opt='$(ASAN_CC)' \
@@ -144,6 +151,14 @@ stop:
 # make token USER=42 [EXP=3600] [ROLE=admin]
 token:
 	@t/bin/demo token "$(USER)" "$(EXP)" "$(ROLE)"
+
+# the Debian package, built as Debian builds its nginx module packages
+# (dh with the nginx sequence and build system from nginx-dev) from a copy
+# of the tree in build/deb/, so nothing is written beside the repository;
+# lintian must report no error
+deb:
+	@t/bin/install-deps $(DEB_PKGS)
+	t/bin/deb
 
 clean:
 	-@t/bin/demo stop >/dev/null 2>&1

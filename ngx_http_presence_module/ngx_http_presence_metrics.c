@@ -21,6 +21,11 @@
 #define NGX_HTTP_PRESENCE_METRIC_GAUGE    0
 #define NGX_HTTP_PRESENCE_METRIC_COUNTER  1
 
+#define NGX_HTTP_PRESENCE_BUILD_INFO                                          \
+    "# HELP nginx_presence_build_info The module's version.\n"               \
+    "# TYPE nginx_presence_build_info gauge\n"                               \
+    "nginx_presence_build_info{version=\"" NGX_HTTP_PRESENCE_VERSION "\"} 1\n"
+
 
 typedef struct {
     uint64_t                        online[3];
@@ -188,6 +193,9 @@ ngx_http_presence_metrics_handler(ngx_http_request_t *r)
     }
 
     p = b->last;
+
+    p = ngx_cpymem(p, NGX_HTTP_PRESENCE_BUILD_INFO,
+                   sizeof(NGX_HTTP_PRESENCE_BUILD_INFO) - 1);
 
     p = ngx_http_presence_metric(p, &zname, "online_users",
             NGX_HTTP_PRESENCE_METRIC_GAUGE,

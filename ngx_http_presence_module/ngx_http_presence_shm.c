@@ -264,7 +264,8 @@ ngx_http_presence_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
                   "presence zone \"%V\" created, %uz bytes, %uD sessions, "
-                  "%uD users, ring %uD", &shm_zone->shm.name,
+                  "%uD users, ring %uD, module "
+                  NGX_HTTP_PRESENCE_VERSION, &shm_zone->shm.name,
                   shm_zone->shm.size, zone->sh->nsessions, zone->sh->nusers,
                   zone->sh->nring);
 
