@@ -16,12 +16,18 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
-#include "ngx_http_presence.h"
+#include "ngx_http_presence_api.h"
+#include "ngx_http_presence_token.h"
+#include "ngx_http_presence_shm.h"
+#include "ngx_http_presence_json.h"
 #include "ngx_http_presence_args.h"
 
 
 #define NGX_HTTP_PRESENCE_API_MAX_IDS  100
 #define NGX_HTTP_PRESENCE_422          422
+
+/* profiles of a page: at most 3 x 1024 bytes a user, usually a tenth */
+#define NGX_HTTP_PRESENCE_PROFILE_AREA  65536
 
 
 typedef enum {
@@ -49,28 +55,6 @@ typedef struct {
     ngx_int_t                       max;         /* -1: no bound */
     ngx_int_t                       value;
 } ngx_http_presence_param_t;
-
-
-typedef struct {
-    int64_t                         user_id;
-    int64_t                         last_ms;
-    ngx_uint_t                      sessions;
-    ngx_uint_t                      online;
-    ssize_t                         len[3];      /* -1: null */
-    u_char                         *profile[3];
-    ngx_uint_t                      order;       /* in the queue */
-} ngx_http_presence_user_row_t;
-
-
-typedef struct {
-    u_char                          id[32];
-    int64_t                         created_ms;
-    int64_t                         last_ms;
-    u_char                          addr[16];
-    uint8_t                         family;
-    size_t                          ua_len;
-    u_char                          ua[NGX_HTTP_PRESENCE_UA_MAX];
-} ngx_http_presence_session_row_t;
 
 
 static ngx_int_t ngx_http_presence_api_handler(ngx_http_request_t *r);
@@ -102,6 +86,10 @@ static ngx_int_t ngx_http_presence_api_cleanup(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf);
 static ngx_int_t ngx_http_presence_api_ids(ngx_http_request_t *r,
     int64_t *ids, ngx_uint_t *n, ngx_http_presence_json_t *w);
+static void ngx_http_presence_api_user(ngx_http_presence_json_t *w,
+    ngx_http_presence_user_info_t *user, time_t online);
+static void ngx_http_presence_api_session(ngx_http_presence_json_t *w,
+    ngx_http_presence_session_info_t *s, ngx_http_presence_ctx_t *ctx);
 static int ngx_libc_cdecl ngx_http_presence_api_user_first(const void *one,
     const void *two);
 static int ngx_libc_cdecl ngx_http_presence_api_recent_first(
@@ -565,10 +553,8 @@ ngx_http_presence_api_count(ngx_http_request_t *r,
         return ngx_http_presence_api_send(r, NGX_HTTP_PRESENCE_422, &w);
     }
 
-    ngx_http_presence_lock(zone, r->connection->log);
-    ngx_http_presence_advance(zone, ngx_time());
-    n = ngx_http_presence_count(zone, param.value * 60, 0);
-    ngx_http_presence_unlock(zone);
+    n = ngx_http_presence_store_online(zone, param.value * 60,
+                                       r->connection->log);
 
     ngx_http_presence_json_lit(&w, "{\"online_count\":");
     ngx_http_presence_json_int(&w, n);
@@ -583,32 +569,22 @@ ngx_http_presence_api_count(ngx_http_request_t *r,
 
 
 /*
- * A page of the users queue, most recent first: the first "total" users
- * of the queue are exactly those within the threshold.  Profiles are
- * copied into one area sized under the lock from what is there.
+ * A page of the users queue, most recent first: the queue is in order to
+ * the second, the page is sorted to the millisecond.
  */
 
 static ngx_int_t
 ngx_http_presence_api_users(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf)
 {
-    u_char                        *p, *area, *start, *end;
-    time_t                         now, cutoff, online;
-    uint32_t                       i, j;
-    ngx_uint_t                     total, k, n, f;
-    ngx_http_presence_json_t       w;
-    ngx_http_presence_shm_t       *sh;
-    ngx_http_presence_user_t      *user;
-    ngx_http_presence_user_row_t  *rows;
-    ngx_http_presence_session_t   *s;
-    ngx_http_presence_param_t      params[] = {
+    u_char                     *area;
+    ngx_uint_t                  k;
+    ngx_http_presence_json_t    w;
+    ngx_http_presence_page_t    page;
+    ngx_http_presence_param_t   params[] = {
         { "limit", 1, 100, 50 },
         { "offset", 0, -1, 0 },
         { "threshold_minutes", 1, 1440, 15 }
-    };
-
-    static const char  *names[] = {
-        ",\"username\":", ",\"display_name\":", ",\"avatar_url\":"
     };
 
     ngx_http_presence_json_init(&w, r->pool, 512);
@@ -617,128 +593,47 @@ ngx_http_presence_api_users(ngx_http_request_t *r,
         return ngx_http_presence_api_send(r, NGX_HTTP_PRESENCE_422, &w);
     }
 
-    rows = ngx_palloc(r->pool, params[0].value
-                               * sizeof(ngx_http_presence_user_row_t));
+    page.limit = params[0].value;
+    page.offset = params[1].value;
+    page.threshold = params[2].value * 60;
+    page.timeout = pmcf->session_timeout;
 
-    /* profiles: at most 3 x 1024 bytes a user, usually a tenth of it */
+    page.users = ngx_palloc(r->pool, page.limit
+                                  * sizeof(ngx_http_presence_user_info_t));
+    area = ngx_palloc(r->pool, NGX_HTTP_PRESENCE_PROFILE_AREA);
 
-    area = ngx_palloc(r->pool, 65536);
-    start = area;
-    end = area + 65536;
-
-    if (rows == NULL || area == NULL) {
+    if (page.users == NULL || area == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    n = 0;
+    page.area = area;
+    page.area_end = area + NGX_HTTP_PRESENCE_PROFILE_AREA;
 
-    ngx_http_presence_lock(zone, r->connection->log);
+    ngx_http_presence_store_page(zone, &page, r->connection->log);
 
-    sh = zone->sh;
-    ngx_http_presence_advance(zone, ngx_time());
-
-    now = sh->clock;
-    cutoff = now - params[2].value * 60;
-    online = now - pmcf->online;
-
-    total = ngx_http_presence_count(zone, params[2].value * 60, 0);
-
-    i = sh->q_head;
-
-    for (k = 0; k < (ngx_uint_t) params[1].value && k < total; k++) {
-        i = sh->users[i].q_next;
-    }
-
-    for ( /* void */ ; k < total && n < (ngx_uint_t) params[0].value; k++) {
-        user = &sh->users[i];
-
-        rows[n].user_id = user->user_id;
-        rows[n].last_ms = user->last_ms;
-        rows[n].order = n;
-        rows[n].online = user->last_ms / 1000 > online;
-        rows[n].sessions = 0;
-
-        for (f = 0; f < 3; f++) {
-            p = ngx_http_presence_profile(zone, user, f, &rows[n].len[f]);
-            rows[n].profile[f] = area;
-
-            if (rows[n].len[f] > 0) {
-                if (rows[n].len[f] > end - area) {
-                    rows[n].len[f] = -1;    /* copied next time */
-                    continue;
-                }
-
-                area = ngx_cpymem(area, p, rows[n].len[f]);
-            }
-        }
-
-        for (j = user->sessions; j != NGX_HTTP_PRESENCE_NIL;
-             j = s->user_next)
-        {
-            s = &sh->sessions[j];
-
-            if (s->last_ms / 1000 > cutoff
-                && !ngx_http_presence_expired(s, now, pmcf->session_timeout))
-            {
-                rows[n].sessions++;
-            }
-        }
-
-        n++;
-        i = user->q_next;
-    }
-
-    ngx_http_presence_unlock(zone);
-
-    /* the queue is in order to the second; the page, to the millisecond */
-
-    ngx_qsort(rows, n, sizeof(ngx_http_presence_user_row_t),
+    ngx_qsort(page.users, page.nusers, sizeof(ngx_http_presence_user_info_t),
               ngx_http_presence_api_user_first);
 
     /* one buffer for the whole answer */
 
-    ngx_http_presence_json_init(&w, r->pool, n * 220 + (area - start) + 256);
+    ngx_http_presence_json_init(&w, r->pool,
+                                page.nusers * 220 + (page.area - area) + 256);
 
     ngx_http_presence_json_lit(&w, "{\"online_users\":[");
 
-    for (k = 0; k < n; k++) {
+    for (k = 0; k < page.nusers; k++) {
         if (k) {
             ngx_http_presence_json_lit(&w, ",");
         }
 
-        ngx_http_presence_json_lit(&w, "{\"user_id\":");
-        ngx_http_presence_json_int(&w, rows[k].user_id);
-
-        for (f = 0; f < 3; f++) {
-            ngx_http_presence_json_raw(&w, names[f], ngx_strlen(names[f]));
-
-            if (rows[k].len[f] < 0) {
-                ngx_http_presence_json_lit(&w, "null");
-
-            } else {
-                ngx_http_presence_json_str(&w, rows[k].profile[f],
-                                           rows[k].len[f]);
-            }
-        }
-
-        ngx_http_presence_json_lit(&w, ",\"last_seen\":");
-        ngx_http_presence_json_time(&w, rows[k].last_ms);
-        ngx_http_presence_json_lit(&w, ",\"session_count\":");
-        ngx_http_presence_json_int(&w, rows[k].sessions);
-
-        if (rows[k].online) {
-            ngx_http_presence_json_lit(&w, ",\"status\":\"online\"}");
-
-        } else {
-            ngx_http_presence_json_lit(&w,
-                                       ",\"status\":\"recently_active\"}");
-        }
+        ngx_http_presence_api_user(&w, &page.users[k], page.now
+                                - pmcf->thresholds[NGX_HTTP_PRESENCE_ONLINE]);
     }
 
     ngx_http_presence_json_lit(&w, "],\"count\":");
-    ngx_http_presence_json_int(&w, n);
+    ngx_http_presence_json_int(&w, page.nusers);
     ngx_http_presence_json_lit(&w, ",\"total\":");
-    ngx_http_presence_json_int(&w, total);
+    ngx_http_presence_json_int(&w, page.total);
     ngx_http_presence_json_lit(&w, ",\"threshold_minutes\":");
     ngx_http_presence_json_int(&w, params[2].value);
     ngx_http_presence_json_lit(&w, ",\"timestamp\":");
@@ -749,61 +644,79 @@ ngx_http_presence_api_users(ngx_http_request_t *r,
 }
 
 
+/* one user of a page; "online": active after this second */
+
+static void
+ngx_http_presence_api_user(ngx_http_presence_json_t *w,
+    ngx_http_presence_user_info_t *user, time_t online)
+{
+    ngx_uint_t  f;
+
+    static const char  *names[] = {
+        ",\"username\":", ",\"display_name\":", ",\"avatar_url\":"
+    };
+
+    ngx_http_presence_json_lit(w, "{\"user_id\":");
+    ngx_http_presence_json_int(w, user->user_id);
+
+    for (f = 0; f < NGX_HTTP_PRESENCE_PROFILE_FIELDS; f++) {
+        ngx_http_presence_json_raw(w, names[f], ngx_strlen(names[f]));
+
+        if (user->len[f] < 0) {
+            ngx_http_presence_json_lit(w, "null");
+
+        } else {
+            ngx_http_presence_json_str(w, user->profile[f], user->len[f]);
+        }
+    }
+
+    ngx_http_presence_json_lit(w, ",\"last_seen\":");
+    ngx_http_presence_json_time(w, user->last_ms);
+    ngx_http_presence_json_lit(w, ",\"session_count\":");
+    ngx_http_presence_json_int(w, user->sessions);
+
+    if (user->last_ms / 1000 > online) {
+        ngx_http_presence_json_lit(w, ",\"status\":\"online\"}");
+
+    } else {
+        ngx_http_presence_json_lit(w, ",\"status\":\"recently_active\"}");
+    }
+}
+
+
 static ngx_int_t
 ngx_http_presence_api_stats(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf)
 {
-    ngx_int_t                 hour;
-    ngx_uint_t                h, very, online, recent, sessions, peak;
-    ngx_http_presence_json_t  w;
-    ngx_http_presence_shm_t  *sh;
+    ngx_http_presence_json_t    w;
+    ngx_http_presence_counts_t  c;
 
-    ngx_http_presence_lock(zone, r->connection->log);
-
-    sh = zone->sh;
-    ngx_http_presence_advance(zone, ngx_time());
-    ngx_http_presence_sample_peak(zone, pmcf->online);
-
-    very = ngx_http_presence_count(zone, pmcf->very_active, 0);
-    online = ngx_http_presence_count(zone, pmcf->online, 0);
-    recent = ngx_http_presence_count(zone, pmcf->recent, 0);
-    sessions = ngx_http_presence_count(zone, pmcf->online, 1);
-
-    peak = 0;
-    hour = -1;
-
-    for (h = 0; h < 24; h++) {
-        if (sh->peak[h] > peak) {
-            peak = sh->peak[h];
-            hour = h;
-        }
-    }
-
-    ngx_http_presence_unlock(zone);
+    ngx_http_presence_store_counts(zone, pmcf->thresholds, &c,
+                                   r->connection->log);
 
     ngx_http_presence_json_init(&w, r->pool, 256);
 
     ngx_http_presence_json_lit(&w, "{\"timestamp\":");
     ngx_http_presence_json_now(&w);
     ngx_http_presence_json_lit(&w, ",\"very_active_users\":");
-    ngx_http_presence_json_int(&w, very);
+    ngx_http_presence_json_int(&w, c.users[NGX_HTTP_PRESENCE_VERY_ACTIVE]);
     ngx_http_presence_json_lit(&w, ",\"online_users\":");
-    ngx_http_presence_json_int(&w, online);
+    ngx_http_presence_json_int(&w, c.users[NGX_HTTP_PRESENCE_ONLINE]);
     ngx_http_presence_json_lit(&w, ",\"recently_active_users\":");
-    ngx_http_presence_json_int(&w, recent);
+    ngx_http_presence_json_int(&w, c.users[NGX_HTTP_PRESENCE_RECENT]);
     ngx_http_presence_json_lit(&w, ",\"total_active_sessions\":");
-    ngx_http_presence_json_int(&w, sessions);
+    ngx_http_presence_json_int(&w, c.sessions);
     ngx_http_presence_json_lit(&w, ",\"peak_hour_today\":");
 
-    if (hour < 0) {
+    if (c.peak_hour < 0) {
         ngx_http_presence_json_lit(&w, "null");
 
     } else {
-        ngx_http_presence_json_int(&w, hour);
+        ngx_http_presence_json_int(&w, c.peak_hour);
     }
 
     ngx_http_presence_json_lit(&w, ",\"peak_users_today\":");
-    ngx_http_presence_json_int(&w, peak);
+    ngx_http_presence_json_int(&w, c.peak);
     ngx_http_presence_json_lit(&w, ",\"status\":\"success\"}");
 
     return ngx_http_presence_api_send(r, NGX_HTTP_OK, &w);
@@ -813,8 +726,8 @@ ngx_http_presence_api_stats(ngx_http_request_t *r,
 static int ngx_libc_cdecl
 ngx_http_presence_api_user_first(const void *one, const void *two)
 {
-    const ngx_http_presence_user_row_t  *a = one;
-    const ngx_http_presence_user_row_t  *b = two;
+    const ngx_http_presence_user_info_t  *a = one;
+    const ngx_http_presence_user_info_t  *b = two;
 
     if (a->last_ms != b->last_ms) {
         return (a->last_ms < b->last_ms) - (a->last_ms > b->last_ms);
@@ -827,8 +740,8 @@ ngx_http_presence_api_user_first(const void *one, const void *two)
 static int ngx_libc_cdecl
 ngx_http_presence_api_recent_first(const void *one, const void *two)
 {
-    const ngx_http_presence_session_row_t  *a = one;
-    const ngx_http_presence_session_row_t  *b = two;
+    const ngx_http_presence_session_info_t  *a = one;
+    const ngx_http_presence_session_info_t  *b = two;
 
     return (a->last_ms < b->last_ms) - (a->last_ms > b->last_ms);
 }
@@ -841,67 +754,26 @@ ngx_http_presence_api_sessions(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf,
     ngx_http_presence_ctx_t *ctx)
 {
-    u_char                            *ua, id[64], ip[NGX_INET6_ADDRSTRLEN];
-    size_t                             len;
-    uint32_t                           j;
     ngx_uint_t                         n, max, k;
     ngx_http_presence_json_t           w;
-    ngx_http_presence_shm_t           *sh;
-    ngx_http_presence_user_t          *user;
-    ngx_http_presence_session_t       *s;
-    ngx_http_presence_session_row_t   *rows;
+    ngx_http_presence_session_info_t  *rows;
 
     /* how many, then copy: no allocation under the lock */
 
-    ngx_http_presence_lock(zone, r->connection->log);
-    user = ngx_http_presence_find_user(zone, ctx->user_id);
-    max = user ? user->nsessions : 0;
-    ngx_http_presence_unlock(zone);
+    max = ngx_http_presence_store_nsessions(zone, ctx->user_id,
+                                            r->connection->log);
 
     rows = ngx_palloc(r->pool,
-                      (max + 1) * sizeof(ngx_http_presence_session_row_t));
+                      (max + 1) * sizeof(ngx_http_presence_session_info_t));
     if (rows == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    n = 0;
+    n = ngx_http_presence_store_sessions(zone, ctx->user_id,
+                                         pmcf->session_timeout, rows, max,
+                                         r->connection->log);
 
-    ngx_http_presence_lock(zone, r->connection->log);
-
-    sh = zone->sh;
-    ngx_http_presence_advance(zone, ngx_time());
-
-    user = ngx_http_presence_find_user(zone, ctx->user_id);
-
-    for (j = user ? user->sessions : NGX_HTTP_PRESENCE_NIL;
-         j != NGX_HTTP_PRESENCE_NIL && n < max;
-         j = s->user_next)
-    {
-        s = &sh->sessions[j];
-
-        if (ngx_http_presence_expired(s, sh->clock, pmcf->session_timeout)) {
-            continue;
-        }
-
-        ngx_memcpy(rows[n].id, s->id, 32);
-        rows[n].created_ms = s->created_ms;
-        rows[n].last_ms = s->last_ms;
-        ngx_memcpy(rows[n].addr, s->addr, 16);
-        rows[n].family = s->family;
-
-        ua = ngx_http_presence_ua(zone, s->ua, &len);
-        rows[n].ua_len = len;
-
-        if (len) {
-            ngx_memcpy(rows[n].ua, ua, len);
-        }
-
-        n++;
-    }
-
-    ngx_http_presence_unlock(zone);
-
-    ngx_qsort(rows, n, sizeof(ngx_http_presence_session_row_t),
+    ngx_qsort(rows, n, sizeof(ngx_http_presence_session_info_t),
               ngx_http_presence_api_recent_first);
 
     ngx_http_presence_json_init(&w, r->pool, 128 + n * (300 + 6 * 512));
@@ -911,45 +783,11 @@ ngx_http_presence_api_sessions(ngx_http_request_t *r,
     ngx_http_presence_json_lit(&w, ",\"sessions\":[");
 
     for (k = 0; k < n; k++) {
-        ngx_hex_dump(id, rows[k].id, 32);
-
         if (k) {
             ngx_http_presence_json_lit(&w, ",");
         }
 
-        ngx_http_presence_json_lit(&w, "{\"session_id\":");
-        ngx_http_presence_json_str(&w, id, 64);
-        ngx_http_presence_json_lit(&w, ",\"ip_address\":");
-
-        if (rows[k].family == 0) {
-            ngx_http_presence_json_lit(&w, "null");
-
-        } else {
-            len = ngx_inet_ntop(rows[k].family, rows[k].addr, ip,
-                                sizeof(ip));
-            ngx_http_presence_json_str(&w, ip, len);
-        }
-
-        ngx_http_presence_json_lit(&w, ",\"user_agent\":");
-
-        if (rows[k].ua_len) {
-            ngx_http_presence_json_str(&w, rows[k].ua, rows[k].ua_len);
-
-        } else {
-            ngx_http_presence_json_lit(&w, "null");
-        }
-
-        ngx_http_presence_json_lit(&w, ",\"created_at\":");
-        ngx_http_presence_json_time(&w, rows[k].created_ms);
-        ngx_http_presence_json_lit(&w, ",\"last_activity\":");
-        ngx_http_presence_json_time(&w, rows[k].last_ms);
-
-        if (ngx_memcmp(rows[k].id, ctx->session_id, 32) == 0) {
-            ngx_http_presence_json_lit(&w, ",\"is_current\":true}");
-
-        } else {
-            ngx_http_presence_json_lit(&w, ",\"is_current\":false}");
-        }
+        ngx_http_presence_api_session(&w, &rows[k], ctx);
     }
 
     ngx_http_presence_json_lit(&w, "],\"count\":");
@@ -959,6 +797,50 @@ ngx_http_presence_api_sessions(ngx_http_request_t *r,
     ngx_http_presence_json_lit(&w, "}");
 
     return ngx_http_presence_api_send(r, NGX_HTTP_OK, &w);
+}
+
+
+static void
+ngx_http_presence_api_session(ngx_http_presence_json_t *w,
+    ngx_http_presence_session_info_t *s, ngx_http_presence_ctx_t *ctx)
+{
+    u_char  id[NGX_HTTP_PRESENCE_ID_HEX_LEN], ip[NGX_INET6_ADDRSTRLEN];
+    size_t  len;
+
+    ngx_hex_dump(id, s->id, NGX_HTTP_PRESENCE_ID_LEN);
+
+    ngx_http_presence_json_lit(w, "{\"session_id\":");
+    ngx_http_presence_json_str(w, id, NGX_HTTP_PRESENCE_ID_HEX_LEN);
+    ngx_http_presence_json_lit(w, ",\"ip_address\":");
+
+    if (s->family == 0) {
+        ngx_http_presence_json_lit(w, "null");
+
+    } else {
+        len = ngx_inet_ntop(s->family, s->addr, ip, sizeof(ip));
+        ngx_http_presence_json_str(w, ip, len);
+    }
+
+    ngx_http_presence_json_lit(w, ",\"user_agent\":");
+
+    if (s->ua_len) {
+        ngx_http_presence_json_str(w, s->ua, s->ua_len);
+
+    } else {
+        ngx_http_presence_json_lit(w, "null");
+    }
+
+    ngx_http_presence_json_lit(w, ",\"created_at\":");
+    ngx_http_presence_json_time(w, s->created_ms);
+    ngx_http_presence_json_lit(w, ",\"last_activity\":");
+    ngx_http_presence_json_time(w, s->last_ms);
+
+    if (ngx_memcmp(s->id, ctx->session_id, NGX_HTTP_PRESENCE_ID_LEN) == 0) {
+        ngx_http_presence_json_lit(w, ",\"is_current\":true}");
+
+    } else {
+        ngx_http_presence_json_lit(w, ",\"is_current\":false}");
+    }
 }
 
 
@@ -1025,7 +907,6 @@ ngx_http_presence_api_status(ngx_http_request_t *r,
     ngx_int_t                  rc;
     ngx_uint_t                 i, n;
     ngx_http_presence_json_t   w;
-    ngx_http_presence_user_t  *user;
 
     ngx_http_presence_json_init(&w, r->pool, 4096);
 
@@ -1039,17 +920,8 @@ ngx_http_presence_api_status(ngx_http_request_t *r,
         return ngx_http_presence_api_send(r, NGX_HTTP_PRESENCE_422, &w);
     }
 
-    ngx_http_presence_lock(zone, r->connection->log);
-    ngx_http_presence_advance(zone, ngx_time());
-
-    now = zone->sh->clock;
-
-    for (i = 0; i < n; i++) {
-        user = ngx_http_presence_find_user(zone, ids[i]);
-        last[i] = user ? user->last_ms : -1;
-    }
-
-    ngx_http_presence_unlock(zone);
+    now = ngx_http_presence_store_last_seen(zone, ids, n, last,
+                                            r->connection->log);
 
     ngx_http_presence_json_lit(&w, "{\"statuses\":{");
 
@@ -1067,10 +939,12 @@ ngx_http_presence_api_status(ngx_http_request_t *r,
             continue;
         }
 
-        if (last[i] / 1000 > now - pmcf->online) {
+        if (last[i] / 1000 > now - pmcf->thresholds[NGX_HTTP_PRESENCE_ONLINE]) {
             ngx_http_presence_json_lit(&w, "\":{\"status\":\"online\"");
 
-        } else if (last[i] / 1000 > now - pmcf->recent) {
+        } else if (last[i] / 1000
+                   > now - pmcf->thresholds[NGX_HTTP_PRESENCE_RECENT])
+        {
             ngx_http_presence_json_lit(&w,
                                        "\":{\"status\":\"recently_active\"");
 
@@ -1091,29 +965,17 @@ ngx_http_presence_api_status(ngx_http_request_t *r,
 }
 
 
-/* expires now, a slice at a time so that requests are not held up */
+/* expires now; the flusher applies the same rule to the table */
 
 static ngx_int_t
 ngx_http_presence_api_cleanup(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf)
 {
-    ngx_uint_t                n, more;
+    ngx_uint_t                n;
     ngx_http_presence_json_t  w;
 
-    n = 0;
-
-    do {
-        ngx_http_presence_lock(zone, r->connection->log);
-        ngx_http_presence_advance(zone, ngx_time());
-        n += ngx_http_presence_expire(zone, pmcf->session_timeout, 1000,
-                                      &more);
-
-        /* the flusher applies the same rule to the table */
-        zone->sh->cleanup_requested++;
-
-        ngx_http_presence_unlock(zone);
-
-    } while (more);
+    n = ngx_http_presence_store_cleanup(zone, pmcf->session_timeout,
+                                        r->connection->log);
 
     ngx_http_presence_json_init(&w, r->pool, 128);
 
@@ -1124,4 +986,40 @@ ngx_http_presence_api_cleanup(ngx_http_request_t *r,
     ngx_http_presence_json_lit(&w, ",\"status\":\"success\"}");
 
     return ngx_http_presence_api_send(r, NGX_HTTP_OK, &w);
+}
+
+
+/* $presence_online_count: users within the online threshold */
+
+ngx_int_t
+ngx_http_presence_online_count_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                         *p;
+    ngx_uint_t                      n;
+    ngx_http_presence_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_presence_module);
+
+    if (pmcf->shm_zone == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    n = ngx_http_presence_store_online(pmcf->shm_zone->data,
+                                 pmcf->thresholds[NGX_HTTP_PRESENCE_ONLINE],
+                                 r->connection->log);
+
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->len = ngx_sprintf(p, "%ui", n) - p;
+    v->data = p;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
 }

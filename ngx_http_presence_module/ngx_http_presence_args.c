@@ -259,3 +259,88 @@ ngx_http_presence_args_ids(const u_char *s, size_t len, int64_t *ids,
 
     return NGX_HTTP_PRESENCE_IDS_OK;
 }
+
+
+/*
+ * Valid UTF-8 of at most "size" bytes, cut on a character boundary; an
+ * invalid byte, a control character (C0, DEL, C1) or a surrogate becomes
+ * '?'.  What is stored is always safe for JSON and PostgreSQL.
+ */
+
+size_t
+ngx_http_presence_sanitize(u_char *dst, size_t size, u_char *src, size_t len)
+{
+    u_char    *p, *end, *d;
+    size_t     n, i;
+    uint32_t   c, min;
+
+    p = src;
+    end = src + len;
+    d = dst;
+
+    while (p < end && d < dst + size) {
+
+        c = *p;
+        n = 1;
+        min = 0;
+
+        if (c >= 0x80) {
+            if ((c & 0xe0) == 0xc0) {
+                n = 2;
+                c &= 0x1f;
+                min = 0x80;
+
+            } else if ((c & 0xf0) == 0xe0) {
+                n = 3;
+                c &= 0x0f;
+                min = 0x800;
+
+            } else if ((c & 0xf8) == 0xf0) {
+                n = 4;
+                c &= 0x07;
+                min = 0x10000;
+
+            } else {
+                n = 0;
+            }
+
+            for (i = 1; n && i < n; i++) {
+                if (p + i == end || (p[i] & 0xc0) != 0x80) {
+                    n = 0;
+                    break;
+                }
+
+                c = (c << 6) | (p[i] & 0x3f);
+            }
+
+            if (n && (c < min || c > 0x10ffff
+                      || (c >= 0xd800 && c <= 0xdfff)))
+            {
+                n = 0;
+            }
+        }
+
+        if (n == 0) {
+            /* not UTF-8: this byte becomes '?' */
+            *d++ = '?';
+            p++;
+            continue;
+        }
+
+        if (c < 0x20 || c == 0x7f || (c >= 0x80 && c < 0xa0)) {
+            *d++ = '?';
+            p += n;
+            continue;
+        }
+
+        if (d + n > dst + size) {
+            break;
+        }
+
+        memcpy(d, p, n);
+        d += n;
+        p += n;
+    }
+
+    return d - dst;
+}

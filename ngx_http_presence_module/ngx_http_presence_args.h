@@ -5,8 +5,9 @@
 
 
 /*
- * The API's query-string parsers, as FastAPI validates: no nginx here, so
- * the fuzz target links this file alone.
+ * The module's nginx-free helpers: the API's query-string parsers, as
+ * FastAPI validates, and the UTF-8 sanitiser of what is stored; no nginx
+ * here, so the fuzz target links this file alone.
  */
 
 
@@ -36,6 +37,8 @@ int ngx_http_presence_args_int(const u_char *s, size_t len, int64_t min,
     int64_t max, int64_t *value);
 int ngx_http_presence_args_ids(const u_char *s, size_t len, int64_t *ids,
     size_t max, size_t *n);
+size_t ngx_http_presence_sanitize(u_char *dst, size_t size, u_char *src,
+    size_t len);
 
 
 #endif /* _NGX_HTTP_PRESENCE_ARGS_H_INCLUDED_ */

@@ -5,13 +5,9 @@
 
 
 /*
- * The flusher: one worker at a time holds a lease in the zone and, every
- * presence_flush_interval, writes the sessions whose activity advanced in
- * one statement (an upsert over a JSON recordset, deactivation of expired
- * rows and today's peak folded in as CTEs), then loads missing or stale
- * profiles.  Sessions are marked written only after their statement
- * succeeded; until then their ring entries stay, so a failed flush is
- * simply retried.
+ * The flusher's lease, its state machine and the upsert.  Sessions are
+ * marked written only after their statement succeeded; until then their
+ * ring entries stay, so a failed batch is simply retried.
  */
 
 
@@ -19,97 +15,72 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
-#include <netdb.h>
 #include <jansson.h>
 
-#include "ngx_http_presence.h"
+#include "ngx_http_presence_flush.h"
 
 
-#define NGX_HTTP_PRESENCE_BATCH_MAX     5000
-#define NGX_HTTP_PRESENCE_CHAIN_MAX     20
-#define NGX_HTTP_PRESENCE_SWEEP_STEP    50000
-#define NGX_HTTP_PRESENCE_PROFILE_SCAN  1000
-#define NGX_HTTP_PRESENCE_PROFILE_MAX   500
-#define NGX_HTTP_PRESENCE_PROFILE_LEN   1024
-#define NGX_HTTP_PRESENCE_FINAL_TIMEOUT 3000
-#define NGX_HTTP_PRESENCE_EXP_MAX       253402300799LL  /* 9999-12-31 */
+#define NGX_HTTP_PRESENCE_BATCH_MAX      5000
+#define NGX_HTTP_PRESENCE_CHAIN_MAX      20
+#define NGX_HTTP_PRESENCE_FINAL_TIMEOUT  3000
+#define NGX_HTTP_PRESENCE_EXP_MAX        253402300799LL  /* 9999-12-31 */
 
 
-typedef struct {
-    uint32_t                        index;
-    u_char                          id[32];
-    int64_t                         user_id;
-    int64_t                         created_ms;
-    int64_t                         last_ms;
-    int64_t                         exp;
-    u_char                          addr[16];
-    uint8_t                         family;
-    uint16_t                        ua_len;
-    u_char                          ua[NGX_HTTP_PRESENCE_UA_MAX];
-} ngx_http_presence_row_t;
-
-
-typedef struct {
-    ngx_http_presence_pg_t          pg;
-    ngx_event_t                     event;
-    ngx_http_presence_main_conf_t  *pmcf;
-    ngx_http_presence_zone_t       *zone;
-
-    uint64_t                        lease_gen;
-    uint64_t                        resets;
-    ngx_uint_t                      owner;
-    ngx_uint_t                      exiting;
-    ngx_uint_t                      chained;
-    ngx_uint_t                      catchup;
-    ngx_uint_t                      connecting;  /* peaks, then a flush */
-
-    ngx_http_presence_row_t        *rows;
-    ngx_uint_t                      nrows;
-    uint32_t                       *seen;        /* dedup, open addressing */
-    uint64_t                        ring_head;   /* after this batch */
-
-    ngx_uint_t                      cleanup;     /* in this batch */
-    ngx_uint_t                      cleanup_req;
-    time_t                          last_cleanup;
-    uint32_t                        peak;        /* in this batch */
-    uint32_t                        peak_written;
-    int64_t                         peak_day;
-    ngx_uint_t                      peaks_loaded;
-    ngx_uint_t                      peak_hour;
-
-    int64_t                         ids[NGX_HTTP_PRESENCE_PROFILE_MAX];
-    ngx_uint_t                      nids;
-
-    char                           *json;
-} ngx_http_presence_flusher_t;
-
-
-static char *ngx_http_presence_pstrdup(ngx_pool_t *pool, const char *s);
 static void ngx_http_presence_flush_handler(ngx_event_t *ev);
-static ngx_int_t ngx_http_presence_lease(ngx_http_presence_flusher_t *f);
-static void ngx_http_presence_release(ngx_http_presence_flusher_t *f);
-static void ngx_http_presence_ready(ngx_http_presence_pg_t *pg);
-static void ngx_http_presence_shutdown(ngx_http_presence_pg_t *pg);
-static void ngx_http_presence_peaks_loaded(ngx_http_presence_pg_t *pg,
+static ngx_int_t ngx_http_presence_flush_lease(ngx_http_presence_flusher_t *f);
+static void ngx_http_presence_flush_ready(ngx_http_presence_pg_t *pg);
+static void ngx_http_presence_flush_shutdown(ngx_http_presence_pg_t *pg);
+static void ngx_http_presence_flush_goto(ngx_http_presence_flusher_t *f,
+    ngx_http_presence_flush_phase_e phase);
+static ngx_http_presence_flush_phase_e ngx_http_presence_flush_next(
+    ngx_http_presence_flusher_t *f, ngx_http_presence_flush_phase_e phase);
+static ngx_http_presence_flush_phase_e ngx_http_presence_flush_failed(
+    ngx_http_presence_flusher_t *f);
+static void ngx_http_presence_flush_result(ngx_http_presence_pg_t *pg,
     PGresult *res);
-static void ngx_http_presence_flush(ngx_http_presence_flusher_t *f);
-static ngx_uint_t ngx_http_presence_collect(ngx_http_presence_flusher_t *f);
-static ngx_uint_t ngx_http_presence_take(ngx_http_presence_flusher_t *f,
-    uint32_t i);
+static ngx_int_t ngx_http_presence_flush_peaks(
+    ngx_http_presence_flusher_t *f);
+static ngx_int_t ngx_http_presence_flush_peaks_loaded(
+    ngx_http_presence_flusher_t *f, PGresult *res);
+static ngx_int_t ngx_http_presence_flush_upsert(
+    ngx_http_presence_flusher_t *f);
+static ngx_uint_t ngx_http_presence_flush_collect(
+    ngx_http_presence_flusher_t *f);
+static ngx_int_t ngx_http_presence_flush_written(
+    ngx_http_presence_flusher_t *f, PGresult *res);
 static char *ngx_http_presence_batch_json(ngx_http_presence_flusher_t *f);
 static const char *ngx_http_presence_device(u_char *ua, size_t len);
-static void ngx_http_presence_flushed(ngx_http_presence_pg_t *pg,
-    PGresult *res);
-static void ngx_http_presence_profiles(ngx_http_presence_flusher_t *f);
-static void ngx_http_presence_profiles_loaded(ngx_http_presence_pg_t *pg,
-    PGresult *res);
-static void ngx_http_presence_done(ngx_http_presence_flusher_t *f);
-static void ngx_http_presence_pull(ngx_http_presence_flusher_t *f);
-static void ngx_http_presence_pulled(ngx_http_presence_pg_t *pg,
-    PGresult *res);
-static void ngx_http_presence_merge(ngx_http_presence_flusher_t *f,
-    PGresult *res, int i);
+static void ngx_http_presence_flush_done(ngx_http_presence_flusher_t *f);
 
+
+static const char  *ngx_http_presence_flush_phases[] = {
+    "idle", "connect", "peaks", "upsert", "pull", "pull peaks", "profiles",
+    "done"
+};
+
+
+/*
+ * One statement per batch: the upsert over a JSON recordset, the
+ * deactivation of expired rows (when $2 is 1) and the hour's peak.
+ */
+
+enum {
+    NGX_HTTP_PRESENCE_UPSERT_BATCH = 0,     /* $1: the rows, JSON */
+    NGX_HTTP_PRESENCE_UPSERT_CLEANUP,       /* $2: 1 to deactivate */
+    NGX_HTTP_PRESENCE_UPSERT_CUTOFF,        /* $3: idle before, seconds */
+    NGX_HTTP_PRESENCE_UPSERT_NOW,           /* $4: seconds */
+    NGX_HTTP_PRESENCE_UPSERT_HOUR,          /* $5: the peak's hour */
+    NGX_HTTP_PRESENCE_UPSERT_PEAK,          /* $6: the peak, 0: none */
+    NGX_HTTP_PRESENCE_UPSERT_NODE,          /* $7: presence_node */
+    NGX_HTTP_PRESENCE_UPSERT_NPARAMS
+};
+
+enum {
+    NGX_HTTP_PRESENCE_UPSERT_SENT = 0,      /* rows in the batch */
+    NGX_HTTP_PRESENCE_UPSERT_KNOWN,         /* of users in "users" */
+    NGX_HTTP_PRESENCE_UPSERT_WRITTEN,       /* inserted or advanced */
+    NGX_HTTP_PRESENCE_UPSERT_GONE           /* deactivated */
+};
 
 static const char  ngx_http_presence_upsert[] =
     "WITH r AS ("
@@ -154,56 +125,33 @@ static const char  ngx_http_presence_upsert[] =
     " (SELECT count(*) FROM ins), (SELECT count(*) FROM gone)";
 
 
+
+/* today's peaks: at connect, and the cluster's after each pull */
+
+enum {
+    NGX_HTTP_PRESENCE_PEAKS_NOW = 0,        /* $1: seconds */
+    NGX_HTTP_PRESENCE_PEAKS_NPARAMS
+};
+
+enum {
+    NGX_HTTP_PRESENCE_PEAKS_HOUR = 0,
+    NGX_HTTP_PRESENCE_PEAKS_USERS
+};
+
 static const char  ngx_http_presence_peaks_sql[] =
     "SELECT hour, online_users FROM presence_peaks"
     " WHERE day = (to_timestamp($1::bigint) AT TIME ZONE 'UTC')::date";
 
 
-/*
- * The other nodes' rows that changed since the watermark, on the
- * database's clock; 10 s of overlap catch transactions that committed
- * after later ones (merging a row twice changes nothing).
- */
 
-static const char  ngx_http_presence_pull_sql[] =
-    "SELECT user_id, session_token, ip_address, user_agent,"
-    " (extract(epoch FROM created_at) * 1000)::bigint,"
-    " (extract(epoch FROM last_activity) * 1000)::bigint,"
-    " extract(epoch FROM expires_at)::bigint, is_active,"
-    " (extract(epoch FROM updated_at) * 1000000)::bigint"
-    " FROM user_sessions"
-    " WHERE updated_at > CASE WHEN $1::bigint = 0"
-    " THEN (now() AT TIME ZONE 'UTC') - make_interval(secs => $3::bigint)"
-    " ELSE to_timestamp($1::bigint / 1000000.0) AT TIME ZONE 'UTC'"
-    " - make_interval(secs => $4::int) END"
-    " AND node IS DISTINCT FROM $2"
-    " ORDER BY updated_at LIMIT 20000";
-
-
-static const char  ngx_http_presence_profiles_sql[] =
-    "SELECT id, username::text, display_name::text, avatar_url::text"
-    " FROM users WHERE id = ANY($1::bigint[])";
-
-
-/*
- * presence_postgres "CONNINFO": parsed now; host names are resolved now,
- * in the master, so that no worker ever waits on DNS
- */
+/* presence_postgres "CONNINFO"; */
 
 char *
 ngx_http_presence_postgres(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_presence_main_conf_t *pmcf = conf;
 
-    int                   rc;
-    char                 *err, *host, *hostaddr, *p, *last;
-    u_char               *a;
-    size_t                len, total;
-    ngx_str_t            *value;
-    ngx_uint_t            n, i, has_app, has_gss;
-    struct addrinfo       hints, *ai;
-    PQconninfoOption     *opts, *o;
-    char                  addr[NGX_SOCKADDR_STRLEN];
+    ngx_str_t  *value;
 
     if (pmcf->pg_conninfo.data) {
         return "is duplicate";
@@ -212,211 +160,8 @@ ngx_http_presence_postgres(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     value = cf->args->elts;
     pmcf->pg_conninfo = value[1];
 
-    opts = PQconninfoParse((char *) value[1].data, &err);
-    if (opts == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "presence_postgres: invalid connection string: "
-                           "%s", err ? err : "out of memory");
-        PQfreemem(err);
-        return NGX_CONF_ERROR;
-    }
-
-    host = NULL;
-    hostaddr = NULL;
-    has_app = 0;
-    has_gss = 0;
-    n = 0;
-
-    for (o = opts; o->keyword; o++) {
-        if (o->val == NULL) {
-            continue;
-        }
-
-        n++;
-
-        if (ngx_strcmp(o->keyword, "host") == 0) {
-            host = o->val;
-
-        } else if (ngx_strcmp(o->keyword, "hostaddr") == 0) {
-            hostaddr = o->val;
-
-        } else if (ngx_strcmp(o->keyword, "application_name") == 0) {
-            has_app = 1;
-
-        } else if (ngx_strcmp(o->keyword, "gssencmode") == 0) {
-            has_gss = 1;
-        }
-    }
-
-    pmcf->pg_keywords = ngx_pcalloc(cf->pool, (n + 4) * sizeof(char *));
-    pmcf->pg_values = ngx_pcalloc(cf->pool, (n + 4) * sizeof(char *));
-    if (pmcf->pg_keywords == NULL || pmcf->pg_values == NULL) {
-        PQconninfoFree(opts);
-        return NGX_CONF_ERROR;
-    }
-
-    i = 0;
-
-    for (o = opts; o->keyword; o++) {
-
-        /* nginx's timers time out the connection, not libpq */
-
-        if (o->val == NULL || ngx_strcmp(o->keyword, "connect_timeout") == 0)
-        {
-            continue;
-        }
-
-        pmcf->pg_keywords[i] = ngx_http_presence_pstrdup(cf->pool,
-                                                         o->keyword);
-        pmcf->pg_values[i] = ngx_http_presence_pstrdup(cf->pool, o->val);
-
-        if (pmcf->pg_keywords[i] == NULL || pmcf->pg_values[i] == NULL) {
-            PQconninfoFree(opts);
-            return NGX_CONF_ERROR;
-        }
-
-        i++;
-    }
-
-    if (!has_app) {
-        pmcf->pg_keywords[i] = "application_name";
-        pmcf->pg_values[i++] = "ngx_http_presence_module";
-    }
-
-    if (!has_gss) {
-        pmcf->pg_keywords[i] = "gssencmode";
-        pmcf->pg_values[i++] = "disable";
-    }
-
-    /* host names become addresses: "hostaddr" in host order */
-
-    if (host != NULL && hostaddr == NULL) {
-        total = 0;
-        a = ngx_pnalloc(cf->pool, 64 * (ngx_strlen(host) + 1));
-        if (a == NULL) {
-            PQconninfoFree(opts);
-            return NGX_CONF_ERROR;
-        }
-
-        for (p = host; ; p = last + 1) {
-            last = strchr(p, ',');
-            if (last) {
-                *last = '\0';
-            }
-
-            if (*p == '/' || *p == '@' || *p == '\0') {
-
-                /* a unix socket directory: no address */
-
-                addr[0] = '\0';
-
-            } else {
-                ngx_memzero(&hints, sizeof(struct addrinfo));
-                hints.ai_family = AF_UNSPEC;
-                hints.ai_socktype = SOCK_STREAM;
-
-                rc = getaddrinfo(p, NULL, &hints, &ai);
-                if (rc != 0) {
-                    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                       "presence_postgres: cannot resolve "
-                                       "host \"%s\": %s", p,
-                                       gai_strerror(rc));
-                    PQconninfoFree(opts);
-                    return NGX_CONF_ERROR;
-                }
-
-                len = ngx_sock_ntop(ai->ai_addr, ai->ai_addrlen,
-                                    (u_char *) addr, sizeof(addr) - 1, 0);
-                addr[len] = '\0';
-                freeaddrinfo(ai);
-            }
-
-            a = ngx_cpymem(a, addr, ngx_strlen(addr));
-            total += ngx_strlen(addr);
-
-            if (last == NULL) {
-                break;
-            }
-
-            *last = ',';
-            *a++ = ',';
-            total++;
-        }
-
-        *a = '\0';
-        a -= total;
-
-        pmcf->pg_keywords[i] = "hostaddr";
-        pmcf->pg_values[i++] = (char *) a;
-    }
-
-    PQconninfoFree(opts);
-
-    return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_http_presence_pstrdup(ngx_pool_t *pool, const char *s)
-{
-    size_t   len;
-    u_char  *p;
-
-    len = ngx_strlen(s) + 1;
-
-    p = ngx_pnalloc(pool, len);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    ngx_memcpy(p, s, len);
-
-    return (char *) p;
-}
-
-
-char *
-ngx_http_presence_init_flusher_conf(ngx_conf_t *cf,
-    ngx_http_presence_main_conf_t *pmcf)
-{
-    ngx_conf_init_msec_value(pmcf->flush_interval, 1000);
-    ngx_conf_init_value(pmcf->profile_ttl, 300);
-    ngx_conf_init_value(pmcf->cluster, 0);
-
-    if (pmcf->node.data == NULL) {
-
-        /* the host name, NUL-terminated: it is a libpq parameter */
-
-        pmcf->node.len = cf->cycle->hostname.len;
-        pmcf->node.data = ngx_pnalloc(cf->pool, pmcf->node.len + 1);
-        if (pmcf->node.data == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_memcpy(pmcf->node.data, cf->cycle->hostname.data,
-                   pmcf->node.len);
-        pmcf->node.data[pmcf->node.len] = '\0';
-    }
-
-    if (pmcf->cluster && pmcf->pg_conninfo.data == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"presence_cluster\" needs \"presence_postgres\"");
-        return NGX_CONF_ERROR;
-    }
-
-    if (pmcf->flush_interval < 10) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "presence_flush_interval must be at least 10ms");
-        return NGX_CONF_ERROR;
-    }
-
-    if (pmcf->pg_conninfo.data && pmcf->shm_zone == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"presence_postgres\" needs a \"presence_zone\"");
-        return NGX_CONF_ERROR;
-    }
-
-    return NGX_CONF_OK;
+    return ngx_http_presence_pg_parse(cf, &value[1], &pmcf->pg_keywords,
+                                      &pmcf->pg_values);
 }
 
 
@@ -440,9 +185,9 @@ ngx_http_presence_flusher_init(ngx_cycle_t *cycle,
 
     f->pg.keywords = pmcf->pg_keywords;
     f->pg.values = pmcf->pg_values;
-    f->pg.zone = &f->zone->name;
-    f->pg.ready = ngx_http_presence_ready;
-    f->pg.shutdown = ngx_http_presence_shutdown;
+    f->pg.zone = ngx_http_presence_store_name(f->zone);
+    f->pg.ready = ngx_http_presence_flush_ready;
+    f->pg.shutdown = ngx_http_presence_flush_shutdown;
     f->pg.data = f;
     f->pg.statement_timeout = ngx_max(30000, 10 * pmcf->flush_interval);
 
@@ -452,6 +197,9 @@ ngx_http_presence_flusher_init(ngx_cycle_t *cycle,
     f->event.data = f;
     f->event.log = cycle->log;
     f->event.cancelable = 1;
+
+    f->lease.stale = 3 * pmcf->flush_interval + 1000;
+    f->batch.max = NGX_HTTP_PRESENCE_BATCH_MAX;
 
     pmcf->flusher = f;
 
@@ -468,14 +216,40 @@ ngx_http_presence_flusher_tick(ngx_http_presence_main_conf_t *pmcf)
 
     f = pmcf->flusher;
 
-    if (f == NULL || f->owner || ngx_exiting) {
+    if (f == NULL || f->lease.owner || ngx_exiting) {
         return;
     }
 
-    if (ngx_http_presence_lease(f) == NGX_OK) {
+    if (ngx_http_presence_flush_lease(f) == NGX_OK) {
+        ngx_http_presence_flush_goto(f, NGX_HTTP_PRESENCE_FLUSH_CONNECT);
         ngx_http_presence_pg_connect(&f->pg);
         ngx_add_timer(&f->event, pmcf->flush_interval);
     }
+}
+
+
+void
+ngx_http_presence_flusher_exit(ngx_http_presence_main_conf_t *pmcf)
+{
+    ngx_http_presence_flusher_t  *f;
+
+    f = pmcf->flusher;
+
+    if (f == NULL) {
+        return;
+    }
+
+    if (f->lease.owner) {
+        ngx_http_presence_flush_done(f);
+
+    } else {
+        ngx_http_presence_pg_close(&f->pg);
+    }
+
+    ngx_free(f->batch.rows);
+    ngx_free(f->batch.seen);
+    f->batch.rows = NULL;
+    f->batch.seen = NULL;
 }
 
 
@@ -485,82 +259,37 @@ ngx_http_presence_flusher_tick(ngx_http_presence_main_conf_t *pmcf)
  */
 
 static ngx_int_t
-ngx_http_presence_lease(ngx_http_presence_flusher_t *f)
+ngx_http_presence_flush_lease(ngx_http_presence_flusher_t *f)
 {
-    ngx_int_t                 rc;
-    ngx_pid_t                 pid;
-    ngx_msec_t                now;
-    ngx_http_presence_shm_t  *sh;
+    ngx_int_t   rc;
+    ngx_str_t  *name;
 
-    ngx_http_presence_lock(f->zone, f->event.log);
+    name = ngx_http_presence_store_name(f->zone);
 
-    sh = f->zone->sh;
-    now = ngx_current_msec;
-    pid = sh->lease_pid;
-    rc = NGX_DECLINED;
+    f->lease.connected = (f->pg.state == NGX_HTTP_PRESENCE_PG_IDLE
+                          || f->pg.state == NGX_HTTP_PRESENCE_PG_BUSY);
 
-    if (pid == ngx_pid && sh->lease_gen == f->lease_gen && f->owner) {
-        sh->lease_beat = now;
-        sh->db_connected = (f->pg.state == NGX_HTTP_PRESENCE_PG_IDLE
-                            || f->pg.state == NGX_HTTP_PRESENCE_PG_BUSY);
-        rc = NGX_OK;
+    rc = ngx_http_presence_store_lease(f->zone, &f->lease, f->event.log);
 
-    } else if (pid == 0
-               || (ngx_msec_int_t) (now - sh->lease_beat)
-                  > (ngx_msec_int_t) (3 * f->pmcf->flush_interval + 1000)
-               || (pid != ngx_pid && kill(pid, 0) == -1 && errno == ESRCH))
-    {
-        sh->lease_pid = ngx_pid;
-        sh->lease_gen++;
-        sh->lease_beat = now;
-        sh->db_connected = 0;
-
-        f->lease_gen = sh->lease_gen;
-        f->owner = 1;
-        rc = NGX_OK;
-
+    if (rc == NGX_DONE) {
         ngx_log_error(NGX_LOG_NOTICE, f->event.log, 0,
                       "presence zone \"%V\": this worker writes to "
-                      "PostgreSQL%s", &f->zone->name,
-                      pid ? " (taken over)" : "");
+                      "PostgreSQL%s", name,
+                      f->lease.previous ? " (taken over)" : "");
+        return NGX_OK;
     }
 
-    ngx_http_presence_unlock(f->zone);
-
-    if (rc != NGX_OK && f->owner) {
+    if (rc != NGX_OK && f->lease.owner) {
 
         /* another worker has it: never two flushers */
 
         ngx_log_error(NGX_LOG_WARN, f->event.log, 0,
-                      "presence zone \"%V\": lost the flusher lease",
-                      &f->zone->name);
-        f->owner = 0;
+                      "presence zone \"%V\": lost the flusher lease", name);
+        f->lease.owner = 0;
         ngx_http_presence_pg_close(&f->pg);
     }
 
     return rc;
-}
-
-
-static void
-ngx_http_presence_release(ngx_http_presence_flusher_t *f)
-{
-    if (!f->owner) {
-        return;
-    }
-
-    ngx_http_presence_lock(f->zone, f->event.log);
-
-    if (f->zone->sh->lease_pid == ngx_pid
-        && f->zone->sh->lease_gen == f->lease_gen)
-    {
-        f->zone->sh->lease_pid = 0;
-        f->zone->sh->db_connected = 0;
-    }
-
-    ngx_http_presence_unlock(f->zone);
-
-    f->owner = 0;
 }
 
 
@@ -571,105 +300,45 @@ ngx_http_presence_flush_handler(ngx_event_t *ev)
 
     f = ev->data;
 
-    if (ngx_exiting || ngx_terminate || !f->owner) {
+    if (ngx_exiting || ngx_terminate || !f->lease.owner) {
         return;
     }
 
-    if (ngx_http_presence_lease(f) != NGX_OK) {
+    if (ngx_http_presence_flush_lease(f) != NGX_OK) {
         return;
     }
 
     ngx_add_timer(ev, f->pmcf->flush_interval);
 
     if (f->pg.state == NGX_HTTP_PRESENCE_PG_CLOSED) {
+        ngx_http_presence_flush_goto(f, NGX_HTTP_PRESENCE_FLUSH_CONNECT);
         ngx_http_presence_pg_connect(&f->pg);
         return;
     }
 
     if (f->pg.state == NGX_HTTP_PRESENCE_PG_IDLE) {
         f->chained = 0;
-        ngx_http_presence_flush(f);
+        ngx_http_presence_flush_goto(f, NGX_HTTP_PRESENCE_FLUSH_UPSERT);
     }
 }
 
 
-/* connected: today's peaks first, then a flush */
-
 static void
-ngx_http_presence_ready(ngx_http_presence_pg_t *pg)
+ngx_http_presence_flush_ready(ngx_http_presence_pg_t *pg)
 {
-    char                          day[NGX_TIME_T_LEN + 1];
-    const char                   *params[1];
     ngx_http_presence_flusher_t  *f;
 
     f = pg->data;
 
-    ngx_http_presence_lock(f->zone, pg->log);
-    f->zone->sh->db_connected = 1;
-    ngx_http_presence_unlock(f->zone);
-
-    ngx_sprintf((u_char *) day, "%T%Z", ngx_time());
-    params[0] = day;
-
-    f->connecting = 1;
-
-    if (ngx_http_presence_pg_send(pg, ngx_http_presence_peaks_sql, 1, params,
-                                  ngx_http_presence_peaks_loaded)
-        != NGX_OK)
-    {
-        return;
-    }
+    ngx_http_presence_store_connected(f->zone, 1, pg->log);
+    ngx_http_presence_flush_goto(f, NGX_HTTP_PRESENCE_FLUSH_PEAKS);
 }
 
 
-static void
-ngx_http_presence_peaks_loaded(ngx_http_presence_pg_t *pg, PGresult *res)
-{
-    int                           i, hour, n;
-    ngx_http_presence_shm_t      *sh;
-    ngx_http_presence_flusher_t  *f;
-
-    f = pg->data;
-
-    if (res == NULL) {
-        return;
-    }
-
-    ngx_http_presence_lock(f->zone, pg->log);
-
-    sh = f->zone->sh;
-    ngx_http_presence_advance(f->zone, ngx_time());
-    ngx_http_presence_sample_peak(f->zone, f->pmcf->online);
-
-    for (i = 0; i < PQntuples(res); i++) {
-        hour = ngx_atoi((u_char *) PQgetvalue(res, i, 0),
-                        PQgetlength(res, i, 0));
-        n = ngx_atoi((u_char *) PQgetvalue(res, i, 1),
-                     PQgetlength(res, i, 1));
-
-        if (hour >= 0 && hour < 24 && n > 0 && (uint32_t) n > sh->peak[hour])
-        {
-            sh->peak[hour] = n;
-        }
-    }
-
-    ngx_http_presence_unlock(f->zone);
-
-    if (f->connecting) {
-        f->connecting = 0;
-        f->chained = 0;
-        ngx_http_presence_flush(f);
-        return;
-    }
-
-    ngx_http_presence_profiles(f);
-}
-
-
-/* the worker shuts down while the connection is idle: a last flush */
+/* the worker shuts down while the connection is idle: a last batch */
 
 static void
-ngx_http_presence_shutdown(ngx_http_presence_pg_t *pg)
+ngx_http_presence_flush_shutdown(ngx_http_presence_pg_t *pg)
 {
     ngx_http_presence_flusher_t  *f;
 
@@ -680,7 +349,7 @@ ngx_http_presence_shutdown(ngx_http_presence_pg_t *pg)
         ngx_del_timer(&f->event);
     }
 
-    if (!f->owner) {
+    if (!f->lease.owner) {
         ngx_http_presence_pg_close(pg);
         return;
     }
@@ -688,32 +357,285 @@ ngx_http_presence_shutdown(ngx_http_presence_pg_t *pg)
     pg->statement_timeout = NGX_HTTP_PRESENCE_FINAL_TIMEOUT;
     f->chained = 0;
 
-    ngx_http_presence_flush(f);
+    ngx_http_presence_flush_goto(f, NGX_HTTP_PRESENCE_FLUSH_UPSERT);
 }
 
 
+/*
+ * The dispatcher: enters "phase" and runs its step; a step with nothing to
+ * do passes on to the next at once, one that sent a statement waits for
+ * ngx_http_presence_flush_result().
+ */
+
 static void
-ngx_http_presence_flush(ngx_http_presence_flusher_t *f)
+ngx_http_presence_flush_goto(ngx_http_presence_flusher_t *f,
+    ngx_http_presence_flush_phase_e phase)
+{
+    ngx_int_t  rc;
+
+    for ( ;; ) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, f->event.log, 0,
+                       "presence flusher: %s -> %s",
+                       ngx_http_presence_flush_phases[f->phase],
+                       ngx_http_presence_flush_phases[phase]);
+
+        f->phase = phase;
+        f->pg.phase = ngx_http_presence_flush_phases[phase];
+
+        switch (phase) {
+
+        case NGX_HTTP_PRESENCE_FLUSH_PEAKS:
+        case NGX_HTTP_PRESENCE_FLUSH_PULL_PEAKS:
+            rc = ngx_http_presence_flush_peaks(f);
+            break;
+
+        case NGX_HTTP_PRESENCE_FLUSH_UPSERT:
+            rc = ngx_http_presence_flush_upsert(f);
+            break;
+
+        case NGX_HTTP_PRESENCE_FLUSH_PULL:
+            rc = ngx_http_presence_cluster_pull(f);
+            break;
+
+        case NGX_HTTP_PRESENCE_FLUSH_PROFILES:
+            rc = ngx_http_presence_profiles_load(f);
+            break;
+
+        case NGX_HTTP_PRESENCE_FLUSH_DONE:
+            ngx_http_presence_flush_done(f);
+            return;
+
+        default: /* idle, connect: an event moves on */
+            return;
+        }
+
+        if (rc == NGX_AGAIN) {
+            return;
+        }
+
+        if (rc == NGX_DECLINED) {
+            phase = ngx_http_presence_flush_next(f, phase);
+            continue;
+        }
+
+        phase = ngx_http_presence_flush_failed(f);
+    }
+}
+
+
+/* a step failed: the connection backs off and reconnects, or waits */
+
+static ngx_http_presence_flush_phase_e
+ngx_http_presence_flush_failed(ngx_http_presence_flusher_t *f)
+{
+    if (f->exiting) {
+        return NGX_HTTP_PRESENCE_FLUSH_DONE;
+    }
+
+    if (f->pg.state == NGX_HTTP_PRESENCE_PG_BACKOFF
+        || f->pg.state == NGX_HTTP_PRESENCE_PG_CONNECTING)
+    {
+        return NGX_HTTP_PRESENCE_FLUSH_CONNECT;
+    }
+
+    return NGX_HTTP_PRESENCE_FLUSH_IDLE;
+}
+
+
+/* the order of the steps */
+
+static ngx_http_presence_flush_phase_e
+ngx_http_presence_flush_next(ngx_http_presence_flusher_t *f,
+    ngx_http_presence_flush_phase_e phase)
+{
+    switch (phase) {
+
+    case NGX_HTTP_PRESENCE_FLUSH_CONNECT:
+        return NGX_HTTP_PRESENCE_FLUSH_PEAKS;
+
+    case NGX_HTTP_PRESENCE_FLUSH_PEAKS:
+        return NGX_HTTP_PRESENCE_FLUSH_UPSERT;
+
+    case NGX_HTTP_PRESENCE_FLUSH_UPSERT:
+        return f->exiting ? NGX_HTTP_PRESENCE_FLUSH_DONE
+                          : NGX_HTTP_PRESENCE_FLUSH_PULL;
+
+    case NGX_HTTP_PRESENCE_FLUSH_PULL:
+        return NGX_HTTP_PRESENCE_FLUSH_PULL_PEAKS;
+
+    case NGX_HTTP_PRESENCE_FLUSH_PULL_PEAKS:
+        return NGX_HTTP_PRESENCE_FLUSH_PROFILES;
+
+    case NGX_HTTP_PRESENCE_FLUSH_PROFILES:
+        return f->exiting ? NGX_HTTP_PRESENCE_FLUSH_DONE
+                          : NGX_HTTP_PRESENCE_FLUSH_IDLE;
+
+    default:
+        return NGX_HTTP_PRESENCE_FLUSH_IDLE;
+    }
+}
+
+
+/* a statement of the current phase is over (res is NULL if it failed) */
+
+static void
+ngx_http_presence_flush_result(ngx_http_presence_pg_t *pg, PGresult *res)
+{
+    ngx_int_t                     rc;
+    ngx_http_presence_flusher_t  *f;
+
+    f = pg->data;
+
+    switch (f->phase) {
+
+    case NGX_HTTP_PRESENCE_FLUSH_PEAKS:
+    case NGX_HTTP_PRESENCE_FLUSH_PULL_PEAKS:
+        rc = ngx_http_presence_flush_peaks_loaded(f, res);
+        break;
+
+    case NGX_HTTP_PRESENCE_FLUSH_UPSERT:
+        rc = ngx_http_presence_flush_written(f, res);
+        break;
+
+    case NGX_HTTP_PRESENCE_FLUSH_PULL:
+        rc = ngx_http_presence_cluster_pulled(f, res);
+        break;
+
+    case NGX_HTTP_PRESENCE_FLUSH_PROFILES:
+        rc = ngx_http_presence_profiles_loaded(f, res);
+        break;
+
+    default:
+        ngx_log_error(NGX_LOG_ALERT, pg->log, 0,
+                      "presence zone \"%V\": a result in flusher phase "
+                      "\"%s\"", pg->zone,
+                      ngx_http_presence_flush_phases[f->phase]);
+        return;
+    }
+
+    if (rc == NGX_AGAIN) {
+        ngx_http_presence_flush_goto(f, f->phase);
+
+    } else if (rc == NGX_OK) {
+        ngx_http_presence_flush_goto(f,
+                                ngx_http_presence_flush_next(f, f->phase));
+
+    } else {
+        ngx_http_presence_flush_goto(f, ngx_http_presence_flush_failed(f));
+    }
+}
+
+
+/* a step's statement: NGX_AGAIN when it is on its way */
+
+ngx_int_t
+ngx_http_presence_flush_send(ngx_http_presence_flusher_t *f,
+    const char *statement, const char *sql, int nparams,
+    const char *const *params)
+{
+    f->pg.statement = statement;
+
+    switch (ngx_http_presence_pg_send(&f->pg, sql, nparams, params,
+                                      ngx_http_presence_flush_result))
+    {
+    case NGX_OK:
+    case NGX_ERROR:
+
+        /* a failed send has called ngx_http_presence_flush_result() */
+
+        return NGX_AGAIN;
+
+    default:
+
+        /* the connection is not idle: the next interval tries again */
+
+        return NGX_ERROR;
+    }
+}
+
+
+static ngx_int_t
+ngx_http_presence_flush_peaks(ngx_http_presence_flusher_t *f)
+{
+    char         now[NGX_TIME_T_LEN + 1];
+    const char  *params[NGX_HTTP_PRESENCE_PEAKS_NPARAMS];
+
+    if (f->phase == NGX_HTTP_PRESENCE_FLUSH_PULL_PEAKS
+        && (!f->pmcf->cluster || f->exiting))
+    {
+        return NGX_DECLINED;
+    }
+
+    ngx_sprintf((u_char *) now, "%T%Z", ngx_time());
+    params[NGX_HTTP_PRESENCE_PEAKS_NOW] = now;
+
+    return ngx_http_presence_flush_send(f, "peaks",
+                                        ngx_http_presence_peaks_sql,
+                                        NGX_HTTP_PRESENCE_PEAKS_NPARAMS,
+                                        params);
+}
+
+
+static ngx_int_t
+ngx_http_presence_flush_peaks_loaded(ngx_http_presence_flusher_t *f,
+    PGresult *res)
+{
+    int        i;
+    uint32_t   peaks[NGX_HTTP_PRESENCE_HOURS];
+    ngx_int_t  hour, n;
+
+    if (res == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(peaks, sizeof(peaks));
+
+    for (i = 0; i < PQntuples(res); i++) {
+        hour = ngx_atoi((u_char *) PQgetvalue(res, i,
+                                              NGX_HTTP_PRESENCE_PEAKS_HOUR),
+                        PQgetlength(res, i, NGX_HTTP_PRESENCE_PEAKS_HOUR));
+        n = ngx_atoi((u_char *) PQgetvalue(res, i,
+                                           NGX_HTTP_PRESENCE_PEAKS_USERS),
+                     PQgetlength(res, i, NGX_HTTP_PRESENCE_PEAKS_USERS));
+
+        if (hour >= 0 && hour < NGX_HTTP_PRESENCE_HOURS && n > 0
+            && (uint32_t) n > peaks[hour])
+        {
+            peaks[hour] = (uint32_t) n;
+        }
+    }
+
+    ngx_http_presence_store_merge_peaks(f->zone,
+                                 f->pmcf->thresholds[NGX_HTTP_PRESENCE_ONLINE],
+                                 peaks, f->pg.log);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_presence_flush_upsert(ngx_http_presence_flusher_t *f)
 {
     char         cleanup[2], cutoff[NGX_TIME_T_LEN + 1];
     char         now[NGX_TIME_T_LEN + 1], hour[4], peak[NGX_INT32_LEN + 1];
-    const char  *params[7];
+    char        *json;
+    ngx_int_t    rc;
+    const char  *params[NGX_HTTP_PRESENCE_UPSERT_NPARAMS];
 
     if (f->pg.state != NGX_HTTP_PRESENCE_PG_IDLE) {
-        return;
+        return NGX_ERROR;
     }
 
-    if (ngx_http_presence_collect(f) == 0) {
-        ngx_http_presence_pull(f);
-        return;
+    if (ngx_http_presence_flush_collect(f) == 0) {
+        return NGX_DECLINED;
     }
 
-    f->json = ngx_http_presence_batch_json(f);
-    if (f->json == NULL) {
+    json = ngx_http_presence_batch_json(f);
+    if (json == NULL) {
         ngx_log_error(NGX_LOG_ALERT, f->pg.log, 0,
                       "presence zone \"%V\": cannot build a batch",
-                      &f->zone->name);
-        return;
+                      f->pg.zone);
+        return NGX_ERROR;
     }
 
     ngx_sprintf((u_char *) cleanup, "%ui%Z", f->cleanup);
@@ -723,214 +645,155 @@ ngx_http_presence_flush(ngx_http_presence_flusher_t *f)
     ngx_sprintf((u_char *) hour, "%ui%Z", f->peak_hour);
     ngx_sprintf((u_char *) peak, "%uD%Z", f->peak);
 
-    params[0] = f->json;
-    params[1] = cleanup;
-    params[2] = cutoff;
-    params[3] = now;
-    params[4] = hour;
-    params[5] = peak;
-    params[6] = (char *) f->pmcf->node.data;
+    params[NGX_HTTP_PRESENCE_UPSERT_BATCH] = json;
+    params[NGX_HTTP_PRESENCE_UPSERT_CLEANUP] = cleanup;
+    params[NGX_HTTP_PRESENCE_UPSERT_CUTOFF] = cutoff;
+    params[NGX_HTTP_PRESENCE_UPSERT_NOW] = now;
+    params[NGX_HTTP_PRESENCE_UPSERT_HOUR] = hour;
+    params[NGX_HTTP_PRESENCE_UPSERT_PEAK] = peak;
+    params[NGX_HTTP_PRESENCE_UPSERT_NODE] = (char *) f->pmcf->node.data;
 
-    (void) ngx_http_presence_pg_send(&f->pg, ngx_http_presence_upsert, 7,
-                                     params, ngx_http_presence_flushed);
+    rc = ngx_http_presence_flush_send(f, "upsert", ngx_http_presence_upsert,
+                                      NGX_HTTP_PRESENCE_UPSERT_NPARAMS,
+                                      params);
 
     /* libpq has copied the parameters */
 
-    free(f->json);
-    f->json = NULL;
+    free(json);
+
+    return rc;
 }
 
 
 /*
- * Under the lock: the changed sessions from the ring (and, after a ring
- * overflow, from a slice of the session array), copied out; whether
- * cleanup and today's peak go with them.  Returns whether there is
- * anything to send.
+ * The batch from the store, and what goes with it: the deactivation each
+ * cleanup interval or on request (not in a chained batch), and this
+ * hour's peak when it grew.  Returns whether there is anything to send.
  */
 
 static ngx_uint_t
-ngx_http_presence_collect(ngx_http_presence_flusher_t *f)
+ngx_http_presence_flush_collect(ngx_http_presence_flusher_t *f)
 {
-    time_t                    now;
-    uint32_t                  i, end;
-    uint64_t                  head;
-    ngx_uint_t                hour, scanned;
-    ngx_http_presence_shm_t  *sh;
+    time_t                      now;
+    ngx_http_presence_batch_t  *b;
 
-    if (f->rows == NULL) {
-        f->rows = ngx_alloc(NGX_HTTP_PRESENCE_BATCH_MAX
-                            * sizeof(ngx_http_presence_row_t), f->pg.log);
-        f->seen = ngx_alloc(2 * NGX_HTTP_PRESENCE_BATCH_MAX
-                            * sizeof(uint32_t), f->pg.log);
-        if (f->rows == NULL || f->seen == NULL) {
+    b = &f->batch;
+
+    if (b->rows == NULL) {
+        b->rows = ngx_alloc(b->max * sizeof(ngx_http_presence_session_info_t),
+                            f->pg.log);
+        b->seen = ngx_alloc(2 * b->max * sizeof(uint32_t), f->pg.log);
+
+        if (b->rows == NULL || b->seen == NULL) {
             return 0;
         }
     }
 
-    ngx_memset(f->seen, 0xff, 2 * NGX_HTTP_PRESENCE_BATCH_MAX
-                              * sizeof(uint32_t));
-    f->nrows = 0;
     now = ngx_time();
 
-    ngx_http_presence_lock(f->zone, f->pg.log);
+    ngx_http_presence_store_drain(f->zone, b,
+                                 f->pmcf->thresholds[NGX_HTTP_PRESENCE_ONLINE],
+                                 f->pg.log);
 
-    sh = f->zone->sh;
-    f->resets = sh->resets;
-
-    ngx_http_presence_advance(f->zone, now);
-
-    head = sh->ring_head;
-
-    while (head < sh->ring_tail && f->nrows < NGX_HTTP_PRESENCE_BATCH_MAX) {
-        i = sh->ring[head++ % sh->nring];
-
-        if (!(sh->sessions[i].flags & NGX_HTTP_PRESENCE_IN_RING)) {
-            continue;
-        }
-
-        if (!ngx_http_presence_take(f, i)) {
-            sh->sessions[i].flags &= ~NGX_HTTP_PRESENCE_IN_RING;
-        }
-    }
-
-    f->ring_head = head;
-
-    /* after an overflow, the changed sessions not in the ring */
-
-    if (sh->ring_overflow && f->nrows < NGX_HTTP_PRESENCE_BATCH_MAX) {
-
-        if (sh->sweep_cursor == 0) {
-            sh->sweep_mark = sh->ring_overflows;
-        }
-
-        i = sh->sweep_cursor;
-        end = sh->nsessions;
-
-        for (scanned = 0;
-             i < end && scanned < NGX_HTTP_PRESENCE_SWEEP_STEP
-             && f->nrows < NGX_HTTP_PRESENCE_BATCH_MAX;
-             i++, scanned++)
-        {
-            if (sh->sessions[i].user != NGX_HTTP_PRESENCE_NIL
-                && !(sh->sessions[i].flags & NGX_HTTP_PRESENCE_IN_RING))
-            {
-                (void) ngx_http_presence_take(f, i);
-            }
-        }
-
-        if (i == end) {
-            i = 0;
-
-            if (sh->sweep_mark == sh->ring_overflows) {
-                sh->ring_overflow = 0;
-            }
-        }
-
-        sh->sweep_cursor = i;
-    }
-
-    /* deactivation in the table, each cleanup interval or on request */
-
-    f->cleanup_req = sh->cleanup_requested;
-    f->cleanup = (f->cleanup_req
+    f->cleanup = (b->cleanup_requested
                   || now - f->last_cleanup
                      >= (time_t) (f->pmcf->cleanup_interval / 1000))
                  && f->chained == 0;
 
-    /* today's peak of the hour, when it grew */
-
-    ngx_http_presence_sample_peak(f->zone, f->pmcf->online);
-
-    hour = (sh->clock % 86400) / 3600;
-
-    if (f->peak_day != sh->peak_day || f->peak_hour != hour) {
-        f->peak_day = sh->peak_day;
-        f->peak_hour = hour;
+    if (f->peak_day != b->peak_day || f->peak_hour != b->peak_hour) {
+        f->peak_day = b->peak_day;
+        f->peak_hour = b->peak_hour;
         f->peak_written = 0;
     }
 
-    f->peak = (sh->peak[hour] > f->peak_written) ? sh->peak[hour] : 0;
+    f->peak = (b->peak > f->peak_written) ? b->peak : 0;
 
-    ngx_http_presence_unlock(f->zone);
-
-    return f->nrows || f->cleanup || f->peak;
+    return b->nrows || f->cleanup || f->peak;
 }
 
 
-/* a changed session into the batch, once */
-
-static ngx_uint_t
-ngx_http_presence_take(ngx_http_presence_flusher_t *f, uint32_t i)
+static ngx_int_t
+ngx_http_presence_flush_written(ngx_http_presence_flusher_t *f,
+    PGresult *res)
 {
-    size_t                        len;
-    u_char                       *ua;
-    ngx_uint_t                    h;
-    ngx_http_presence_row_t      *row;
-    ngx_http_presence_session_t  *s;
+    ngx_int_t                    rc;
+    ngx_http_presence_written_t  w;
 
-    s = &f->zone->sh->sessions[i];
+    ngx_memzero(&w, sizeof(ngx_http_presence_written_t));
 
-    if (s->user == NGX_HTTP_PRESENCE_NIL || s->last_ms <= s->flushed_ms) {
-        return 0;
+    w.ok = (res != NULL && PQntuples(res) == 1);
+
+    if (w.ok) {
+        w.cleanup = f->cleanup;
+        w.rows = ngx_atoi((u_char *) PQgetvalue(res, 0,
+                                         NGX_HTTP_PRESENCE_UPSERT_WRITTEN),
+                          PQgetlength(res, 0,
+                                      NGX_HTTP_PRESENCE_UPSERT_WRITTEN));
+        w.missing = ngx_atoi((u_char *) PQgetvalue(res, 0,
+                                            NGX_HTTP_PRESENCE_UPSERT_SENT),
+                             PQgetlength(res, 0,
+                                         NGX_HTTP_PRESENCE_UPSERT_SENT))
+                    - ngx_atoi((u_char *) PQgetvalue(res, 0,
+                                            NGX_HTTP_PRESENCE_UPSERT_KNOWN),
+                               PQgetlength(res, 0,
+                                           NGX_HTTP_PRESENCE_UPSERT_KNOWN));
+        w.deactivated = ngx_atoi((u_char *) PQgetvalue(res, 0,
+                                             NGX_HTTP_PRESENCE_UPSERT_GONE),
+                                 PQgetlength(res, 0,
+                                             NGX_HTTP_PRESENCE_UPSERT_GONE));
     }
 
-    for (h = i % (2 * NGX_HTTP_PRESENCE_BATCH_MAX);
-         f->seen[h] != NGX_HTTP_PRESENCE_NIL;
-         h = (h + 1) % (2 * NGX_HTTP_PRESENCE_BATCH_MAX))
-    {
-        if (f->seen[h] == i) {
-            return 1;
-        }
+    rc = ngx_http_presence_store_written(f->zone, &f->batch, &w, f->pg.log);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
     }
 
-    f->seen[h] = i;
-
-    row = &f->rows[f->nrows++];
-
-    row->index = i;
-    ngx_memcpy(row->id, s->id, 32);
-    row->user_id = s->user_id;
-    row->created_ms = s->created_ms;
-    row->last_ms = s->last_ms;
-    row->exp = s->exp;
-    ngx_memcpy(row->addr, s->addr, 16);
-    row->family = s->family;
-
-    ua = ngx_http_presence_ua(f->zone, s->ua, &len);
-    row->ua_len = (uint16_t) len;
-
-    if (len) {
-        ngx_memcpy(row->ua, ua, len);
+    if (rc == NGX_DECLINED) {
+        return NGX_OK;          /* the zone started afresh meanwhile */
     }
 
-    return 1;
+    if (f->cleanup) {
+        f->last_cleanup = ngx_time();
+    }
+
+    if (f->peak) {
+        f->peak_written = f->peak;
+    }
+
+    if (rc == NGX_AGAIN && f->chained++ < NGX_HTTP_PRESENCE_CHAIN_MAX) {
+        return NGX_AGAIN;
+    }
+
+    return NGX_OK;
 }
 
 
 static char *
 ngx_http_presence_batch_json(ngx_http_presence_flusher_t *f)
 {
-    char                      *text;
-    u_char                     id[64], ip[NGX_INET6_ADDRSTRLEN];
-    size_t                     len;
-    json_t                    *list, *o;
-    ngx_uint_t                 k;
-    const char                *device;
-    ngx_http_presence_row_t   *row;
+    char                              *text;
+    u_char                             id[NGX_HTTP_PRESENCE_ID_HEX_LEN];
+    u_char                             ip[NGX_INET6_ADDRSTRLEN];
+    size_t                             len;
+    json_t                            *list, *o;
+    ngx_uint_t                         k;
+    const char                        *device;
+    ngx_http_presence_session_info_t  *row;
 
     list = json_array();
     if (list == NULL) {
         return NULL;
     }
 
-    for (k = 0; k < f->nrows; k++) {
-        row = &f->rows[k];
+    for (k = 0; k < f->batch.nrows; k++) {
+        row = &f->batch.rows[k];
 
-        ngx_hex_dump(id, row->id, 32);
+        ngx_hex_dump(id, row->id, NGX_HTTP_PRESENCE_ID_LEN);
 
         o = json_pack("{sI ss# sI sI}",
                       "u", (json_int_t) row->user_id,
-                      "t", id, 64,
+                      "t", id, NGX_HTTP_PRESENCE_ID_HEX_LEN,
                       "c", (json_int_t) row->created_ms,
                       "l", (json_int_t) row->last_ms);
         if (o == NULL) {
@@ -966,6 +829,7 @@ ngx_http_presence_batch_json(ngx_http_presence_flusher_t *f)
 }
 
 
+
 /* device_info: a coarse class from the User-Agent */
 
 static const char *
@@ -995,451 +859,27 @@ ngx_http_presence_device(u_char *ua, size_t len)
 }
 
 
-/* the batch's end: marked written only now, or left for the next try */
+
+/* after the last batch at exit: the lease is free, the connection closed */
 
 static void
-ngx_http_presence_flushed(ngx_http_presence_pg_t *pg, PGresult *res)
-{
-    ngx_uint_t                    k, more;
-    ngx_http_presence_row_t      *row;
-    ngx_http_presence_shm_t      *sh;
-    ngx_http_presence_flusher_t  *f;
-    ngx_http_presence_session_t  *s;
-
-    f = pg->data;
-    more = 0;
-
-    ngx_http_presence_lock(f->zone, pg->log);
-
-    sh = f->zone->sh;
-
-    if (res == NULL || PQntuples(res) != 1) {
-        sh->flush_errors++;
-        goto done;
-    }
-
-    sh->flush_statements++;
-
-    if (sh->resets != f->resets) {
-        goto done;  /* the zone started afresh meanwhile */
-    }
-
-    for (k = 0; k < f->nrows; k++) {
-        row = &f->rows[k];
-        s = &sh->sessions[row->index];
-
-        if (s->user == NGX_HTTP_PRESENCE_NIL
-            || ngx_memcmp(s->id, row->id, 32) != 0)
-        {
-            continue;
-        }
-
-        s->flushed_ms = ngx_max(s->flushed_ms, row->last_ms);
-        s->flags &= ~NGX_HTTP_PRESENCE_IN_RING;
-
-        if (s->last_ms > s->flushed_ms) {
-            ngx_http_presence_ring_add(sh, row->index);
-        }
-    }
-
-    if (f->ring_head > sh->ring_head) {
-        sh->ring_head = f->ring_head;
-    }
-
-    if (f->nrows) {
-        sh->flush_batches++;
-    }
-
-    sh->flush_rows += ngx_atoi((u_char *) PQgetvalue(res, 0, 2),
-                               PQgetlength(res, 0, 2));
-    sh->flush_missing_users += ngx_atoi((u_char *) PQgetvalue(res, 0, 0),
-                                        PQgetlength(res, 0, 0))
-                               - ngx_atoi((u_char *) PQgetvalue(res, 0, 1),
-                                          PQgetlength(res, 0, 1));
-    sh->flush_deactivated += ngx_atoi((u_char *) PQgetvalue(res, 0, 3),
-                                      PQgetlength(res, 0, 3));
-    sh->flush_last_ok = ngx_time();
-
-    if (f->cleanup) {
-        f->last_cleanup = ngx_time();
-
-        if (sh->cleanup_requested == f->cleanup_req) {
-            sh->cleanup_requested = 0;
-        }
-    }
-
-    if (f->peak) {
-        f->peak_written = f->peak;
-    }
-
-    more = (sh->ring_tail > sh->ring_head || sh->ring_overflow)
-           && f->nrows == NGX_HTTP_PRESENCE_BATCH_MAX;
-
-done:
-
-    ngx_http_presence_unlock(f->zone);
-
-    if (res == NULL) {
-
-        /* the connection backs off; the ring still holds the batch */
-
-        if (f->exiting) {
-            ngx_http_presence_done(f);
-        }
-
-        return;
-    }
-
-    if (more && f->chained++ < NGX_HTTP_PRESENCE_CHAIN_MAX) {
-        ngx_http_presence_flush(f);
-        return;
-    }
-
-    ngx_http_presence_pull(f);
-}
-
-
-/* presence_cluster: the other nodes' activity, merged into the zone */
-
-static void
-ngx_http_presence_pull(ngx_http_presence_flusher_t *f)
-{
-    char         wm[NGX_INT64_LEN + 1], since[NGX_TIME_T_LEN + 1];
-    char         overlap[4];
-    const char  *params[4];
-
-    if (!f->pmcf->cluster || f->exiting) {
-        ngx_http_presence_profiles(f);
-        return;
-    }
-
-    ngx_http_presence_lock(f->zone, f->pg.log);
-    ngx_sprintf((u_char *) wm, "%L%Z", f->zone->sh->pull_watermark);
-    ngx_http_presence_unlock(f->zone);
-
-    ngx_sprintf((u_char *) since, "%T%Z", f->pmcf->session_timeout);
-    ngx_sprintf((u_char *) overlap, "%d%Z", f->catchup ? 0 : 10);
-
-    params[0] = wm;
-    params[1] = (char *) f->pmcf->node.data;
-    params[2] = since;
-    params[3] = overlap;
-
-    (void) ngx_http_presence_pg_send(&f->pg, ngx_http_presence_pull_sql, 4,
-                                     params, ngx_http_presence_pulled);
-}
-
-
-static void
-ngx_http_presence_pulled(ngx_http_presence_pg_t *pg, PGresult *res)
-{
-    int                           i, n;
-    char                          day[NGX_TIME_T_LEN + 1];
-    const char                   *params[1];
-    int64_t                       wm, t;
-    ngx_http_presence_shm_t      *sh;
-    ngx_http_presence_flusher_t  *f;
-
-    f = pg->data;
-
-    if (res == NULL) {
-        return;
-    }
-
-    n = PQntuples(res);
-
-    ngx_http_presence_lock(f->zone, pg->log);
-
-    sh = f->zone->sh;
-    ngx_http_presence_advance(f->zone, ngx_time());
-
-    sh->writer = ngx_pid;
-
-    wm = sh->pull_watermark;
-
-    for (i = 0; i < n; i++) {
-        ngx_http_presence_merge(f, res, i);
-
-        t = ngx_atoof((u_char *) PQgetvalue(res, i, 8),
-                      PQgetlength(res, i, 8));
-        if (t > wm) {
-            wm = t;
-        }
-    }
-
-    sh->writer = 0;
-    sh->pull_watermark = wm;
-    sh->pulled_rows += n;
-
-    ngx_http_presence_unlock(f->zone);
-
-    /* a full page: the next pull continues exactly where this one ended */
-
-    f->catchup = (n == 20000);
-
-    /* the cluster's peaks: every node's samples, the highest wins */
-
-    ngx_sprintf((u_char *) day, "%T%Z", ngx_time());
-    params[0] = day;
-
-    (void) ngx_http_presence_pg_send(pg, ngx_http_presence_peaks_sql, 1,
-                                     params, ngx_http_presence_peaks_loaded);
-}
-
-
-static void
-ngx_http_presence_merge(ngx_http_presence_flusher_t *f, PGresult *res, int i)
-{
-    u_char                        *v, id[32];
-    size_t                         len;
-    ngx_int_t                      n;
-    ngx_uint_t                     k;
-    ngx_http_presence_activity_t   act;
-
-    if (PQgetlength(res, i, 1) != 64) {
-        return;     /* not a session id of ours */
-    }
-
-    v = (u_char *) PQgetvalue(res, i, 1);
-
-    for (k = 0; k < 32; k++) {
-        n = ngx_hextoi(v + 2 * k, 2);
-        if (n == NGX_ERROR) {
-            return;
-        }
-
-        id[k] = (u_char) n;
-    }
-
-    if (*PQgetvalue(res, i, 7) != 't') {
-        ngx_http_presence_forget(f->zone, id,
-                                 ngx_atoof((u_char *) PQgetvalue(res, i, 5),
-                                           PQgetlength(res, i, 5)));
-        return;
-    }
-
-    ngx_memzero(&act, offsetof(ngx_http_presence_activity_t, ua));
-
-    ngx_memcpy(act.id, id, 32);
-    act.user_id = ngx_atoof((u_char *) PQgetvalue(res, i, 0),
-                            PQgetlength(res, i, 0));
-    act.created_ms = ngx_atoof((u_char *) PQgetvalue(res, i, 4),
-                               PQgetlength(res, i, 4));
-    act.now_ms = ngx_atoof((u_char *) PQgetvalue(res, i, 5),
-                           PQgetlength(res, i, 5));
-    act.exp = PQgetisnull(res, i, 6)
-              ? INT64_MAX
-              : ngx_atoof((u_char *) PQgetvalue(res, i, 6),
-                          PQgetlength(res, i, 6));
-
-    if (act.user_id <= 0 || act.now_ms <= 0) {
-        return;
-    }
-
-    v = (u_char *) PQgetvalue(res, i, 2);
-
-    if (inet_pton(AF_INET, (char *) v, act.addr) == 1) {
-        act.family = AF_INET;
-
-    } else if (inet_pton(AF_INET6, (char *) v, act.addr) == 1) {
-        act.family = AF_INET6;
-    }
-
-    len = PQgetlength(res, i, 3);
-    act.ua_len = ngx_http_presence_sanitize(act.ua, NGX_HTTP_PRESENCE_UA_MAX,
-                                            (u_char *) PQgetvalue(res, i, 3),
-                                            len);
-    act.ua_hash = ngx_crc32_short(act.ua, act.ua_len);
-
-    ngx_http_presence_record(f->zone, &act, f->pmcf->session_timeout,
-                             f->pg.log, 1);
-}
-
-
-/*
- * Profiles for the most recently active users that have none, or a stale
- * one: one query for up to 500 ids.
- */
-
-static void
-ngx_http_presence_profiles(ngx_http_presence_flusher_t *f)
-{
-    u_char                    *p, *list;
-    time_t                     now;
-    uint32_t                   i;
-    ngx_uint_t                 k;
-    const char                *params[1];
-    ngx_http_presence_shm_t   *sh;
-    ngx_http_presence_user_t  *user;
-
-    f->nids = 0;
-    now = ngx_time();
-
-    if (f->exiting) {
-        ngx_http_presence_done(f);
-        return;
-    }
-
-    ngx_http_presence_lock(f->zone, f->pg.log);
-
-    sh = f->zone->sh;
-    i = sh->q_head;
-
-    for (k = 0;
-         k < NGX_HTTP_PRESENCE_PROFILE_SCAN && i != NGX_HTTP_PRESENCE_NIL
-         && f->nids < NGX_HTTP_PRESENCE_PROFILE_MAX;
-         k++, i = user->q_next)
-    {
-        user = &sh->users[i];
-
-        if ((user->profile || (user->flags & NGX_HTTP_PRESENCE_PROFILE_MISSING))
-            && now - (time_t) user->profile_at < f->pmcf->profile_ttl)
-        {
-            continue;
-        }
-
-        f->ids[f->nids++] = user->user_id;
-    }
-
-    ngx_http_presence_unlock(f->zone);
-
-    if (f->nids == 0) {
-        return;
-    }
-
-    list = ngx_alloc(f->nids * (NGX_INT64_LEN + 1) + 3, f->pg.log);
-    if (list == NULL) {
-        return;
-    }
-
-    p = list;
-    *p++ = '{';
-
-    for (k = 0; k < f->nids; k++) {
-        p = ngx_sprintf(p, k ? ",%L" : "%L", f->ids[k]);
-    }
-
-    *p++ = '}';
-    *p = '\0';
-
-    params[0] = (char *) list;
-
-    (void) ngx_http_presence_pg_send(&f->pg, ngx_http_presence_profiles_sql,
-                                     1, params,
-                                     ngx_http_presence_profiles_loaded);
-    ngx_free(list);
-}
-
-
-static void
-ngx_http_presence_profiles_loaded(ngx_http_presence_pg_t *pg, PGresult *res)
-{
-    int                           i, j;
-    time_t                        now;
-    int64_t                       id;
-    ngx_str_t                     fields[3];
-    ngx_uint_t                    k;
-    ngx_http_presence_user_t     *user;
-    ngx_http_presence_flusher_t  *f;
-
-    f = pg->data;
-    now = ngx_time();
-
-    if (res == NULL) {
-        return;
-    }
-
-    ngx_http_presence_lock(f->zone, pg->log);
-
-    /* those not returned have no row */
-
-    for (k = 0; k < f->nids; k++) {
-        user = ngx_http_presence_find_user(f->zone, f->ids[k]);
-
-        if (user) {
-            ngx_http_presence_set_profile(f->zone, user, NULL, now);
-        }
-    }
-
-    for (i = 0; i < PQntuples(res); i++) {
-        id = ngx_atoof((u_char *) PQgetvalue(res, i, 0),
-                       PQgetlength(res, i, 0));
-
-        user = ngx_http_presence_find_user(f->zone, id);
-        if (user == NULL) {
-            continue;
-        }
-
-        for (j = 0; j < 3; j++) {
-            if (PQgetisnull(res, i, j + 1)) {
-                fields[j].data = NULL;
-                fields[j].len = 0;
-                continue;
-            }
-
-            fields[j].data = (u_char *) PQgetvalue(res, i, j + 1);
-            fields[j].len = ngx_min((size_t) PQgetlength(res, i, j + 1),
-                                    NGX_HTTP_PRESENCE_PROFILE_LEN);
-
-            /* a cut on a character boundary */
-
-            while (fields[j].len
-                   && fields[j].len < (size_t) PQgetlength(res, i, j + 1)
-                   && (fields[j].data[fields[j].len] & 0xc0) == 0x80)
-            {
-                fields[j].len--;
-            }
-        }
-
-        ngx_http_presence_set_profile(f->zone, user, fields, now);
-    }
-
-    ngx_http_presence_unlock(f->zone);
-}
-
-
-/* after the last flush at exit: the lease is free, the connection closed */
-
-static void
-ngx_http_presence_done(ngx_http_presence_flusher_t *f)
+ngx_http_presence_flush_done(ngx_http_presence_flusher_t *f)
 {
     uint64_t  left;
 
-    ngx_http_presence_lock(f->zone, f->pg.log);
-    left = f->zone->sh->ring_tail - f->zone->sh->ring_head;
-    ngx_http_presence_unlock(f->zone);
+    f->phase = NGX_HTTP_PRESENCE_FLUSH_DONE;
+
+    left = ngx_http_presence_store_ring_depth(f->zone, f->pg.log);
 
     if (left) {
         ngx_log_error(NGX_LOG_WARN, f->pg.log, 0,
                       "presence zone \"%V\": %uL changed sessions not "
-                      "written at exit", &f->zone->name, left);
+                      "written at exit", f->pg.zone, left);
     }
 
-    ngx_http_presence_release(f);
+    if (f->lease.owner) {
+        ngx_http_presence_store_release(f->zone, &f->lease, f->pg.log);
+    }
+
     ngx_http_presence_pg_close(&f->pg);
-}
-
-
-void
-ngx_http_presence_flusher_exit(ngx_http_presence_main_conf_t *pmcf)
-{
-    ngx_http_presence_flusher_t  *f;
-
-    f = pmcf->flusher;
-
-    if (f == NULL) {
-        return;
-    }
-
-    if (f->owner) {
-        ngx_http_presence_done(f);
-
-    } else {
-        ngx_http_presence_pg_close(&f->pg);
-    }
-
-    ngx_free(f->rows);
-    ngx_free(f->seen);
-    f->rows = NULL;
-    f->seen = NULL;
 }

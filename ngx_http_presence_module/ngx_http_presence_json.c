@@ -16,7 +16,7 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
-#include "ngx_http_presence.h"
+#include "ngx_http_presence_json.h"
 
 
 #define NGX_HTTP_PRESENCE_JSON_CHUNK  4096

@@ -94,7 +94,7 @@ static int ngx_http_presence_jwt_ecdsa_der(const u_char *sig, size_t len,
 static int ngx_http_presence_jwt_number(json_t *v, int64_t *n);
 static int ngx_http_presence_jwt_user_id(json_t *v, int ints_as_reals,
     int64_t *id);
-static int ngx_http_presence_jwt_audience(ngx_http_presence_jwt_t *jwt,
+static int ngx_http_presence_jwt_aud_ok(ngx_http_presence_jwt_t *jwt,
     json_t *aud);
 static int ngx_http_presence_jwt_claim_is(json_t *v, const char *value);
 static ngx_http_presence_jwt_key_t *ngx_http_presence_jwt_new_key(
@@ -486,7 +486,7 @@ ngx_http_presence_jwt_verify(ngx_http_presence_jwt_t *jwt,
         }
     }
 
-    if (!ngx_http_presence_jwt_audience(jwt,
+    if (!ngx_http_presence_jwt_aud_ok(jwt,
                                         json_object_get(payload, "aud")))
     {
         res->reason = "\"aud\" does not match presence_jwt_audience";
@@ -815,7 +815,7 @@ ngx_http_presence_jwt_user_id(json_t *v, int ints_as_reals, int64_t *id)
  */
 
 static int
-ngx_http_presence_jwt_audience(ngx_http_presence_jwt_t *jwt, json_t *aud)
+ngx_http_presence_jwt_aud_ok(ngx_http_presence_jwt_t *jwt, json_t *aud)
 {
     size_t   i, j, n;
     json_t  *v;

@@ -6,8 +6,9 @@
 
 /*
  * presence_metrics: the zone's gauges and counters in the Prometheus text
- * exposition format (version 0.0.4), copied under the lock and written
- * after it.
+ * exposition format (version 0.0.4).  The numbers are a snapshot the store
+ * copies under its lock; the text is written after, from one table, into
+ * a buffer whose size is computed first.
  */
 
 
@@ -15,11 +16,15 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
-#include "ngx_http_presence.h"
+#include "ngx_http_presence_metrics.h"
+#include "ngx_http_presence_shm.h"
 
 
 #define NGX_HTTP_PRESENCE_METRIC_GAUGE    0
 #define NGX_HTTP_PRESENCE_METRIC_COUNTER  1
+
+/* the zone's name as a label value, escaped: at most this long */
+#define NGX_HTTP_PRESENCE_METRIC_ZONE     128
 
 #define NGX_HTTP_PRESENCE_BUILD_INFO                                          \
     "# HELP nginx_presence_build_info The module's version.\n"               \
@@ -28,42 +33,112 @@
 
 
 typedef struct {
-    uint64_t                        online[3];
-    uint64_t                        active_sessions;
-    uint64_t                        requests[4];
-    uint64_t                        cache_hits;
-    uint64_t                        cache_misses;
-    uint64_t                        zone_bytes;
-    uint64_t                        zone_free;
-    uint64_t                        sessions;
-    uint64_t                        sessions_capacity;
-    uint64_t                        users;
-    uint64_t                        users_capacity;
-    uint64_t                        evictions;
-    uint64_t                        expired;
-    uint64_t                        ring_depth;
-    uint64_t                        ring_size;
-    uint64_t                        ring_overflows;
-    uint64_t                        ua_failures;
-    uint64_t                        profile_failures;
-    uint64_t                        resets;
-    uint64_t                        batches;
-    uint64_t                        statements;
-    uint64_t                        rows;
-    uint64_t                        errors;
-    uint64_t                        missing;
-    uint64_t                        deactivated;
-    uint64_t                        last_ok;
-    uint64_t                        connected;
-    uint64_t                        flusher_pid;
-    uint64_t                        peak;
-} ngx_http_presence_snapshot_t;
+    const char                     *name;
+    ngx_uint_t                      type;
+    const char                     *help;
+    const char                     *label;       /* NULL: none */
+    const char                    **values;      /* of the label */
+    size_t                          offset;      /* in the snapshot */
+    ngx_uint_t                      n;           /* values */
+} ngx_http_presence_metric_t;
 
 
 static ngx_int_t ngx_http_presence_metrics_handler(ngx_http_request_t *r);
+static size_t ngx_http_presence_metrics_size(ngx_str_t *zone);
 static u_char *ngx_http_presence_metric(u_char *p, ngx_str_t *zone,
-    const char *name, ngx_uint_t type, const char *help, const char *label,
-    const char **values, uint64_t *v, ngx_uint_t n);
+    ngx_http_presence_metric_t *m, ngx_http_presence_store_stats_t *st);
+static void ngx_http_presence_metrics_zone(ngx_str_t *name, ngx_str_t *zone);
+
+
+static const char  *ngx_http_presence_metric_thresholds[] = {
+    "very_active", "online", "recent"
+};
+
+static const char  *ngx_http_presence_metric_jwt[] = {
+    "valid", "missing", "invalid", "expired"
+};
+
+
+#define ngx_http_presence_stat(field)                                         \
+    offsetof(ngx_http_presence_store_stats_t, field)
+
+#define NGX_HTTP_PRESENCE_GAUGE(name, help, field)                            \
+    { name, NGX_HTTP_PRESENCE_METRIC_GAUGE, help, NULL, NULL,                 \
+      ngx_http_presence_stat(field), 1 }
+
+#define NGX_HTTP_PRESENCE_COUNTER(name, help, field)                          \
+    { name, NGX_HTTP_PRESENCE_METRIC_COUNTER, help, NULL, NULL,               \
+      ngx_http_presence_stat(field), 1 }
+
+
+static ngx_http_presence_metric_t  ngx_http_presence_metrics_table[] = {
+
+    { "online_users", NGX_HTTP_PRESENCE_METRIC_GAUGE,
+      "Users whose latest activity is within the threshold.",
+      "threshold", ngx_http_presence_metric_thresholds,
+      ngx_http_presence_stat(online), NGX_HTTP_PRESENCE_THRESHOLDS },
+
+    NGX_HTTP_PRESENCE_GAUGE("active_sessions",
+      "Sessions active within the online threshold.", active_sessions),
+
+    { "requests_total", NGX_HTTP_PRESENCE_METRIC_COUNTER,
+      "Requests in presence locations, by JWT status.",
+      "jwt", ngx_http_presence_metric_jwt,
+      ngx_http_presence_stat(requests), NGX_HTTP_PRESENCE_JWT_STATUSES },
+
+    NGX_HTTP_PRESENCE_COUNTER("jwt_cache_hits_total",
+      "Tokens found in the workers' verdict caches.", cache_hits),
+    NGX_HTTP_PRESENCE_COUNTER("jwt_cache_misses_total",
+      "Tokens verified because no cache had them.", cache_misses),
+    NGX_HTTP_PRESENCE_GAUGE("zone_size_bytes",
+      "Size of the shared memory zone.", zone_bytes),
+    NGX_HTTP_PRESENCE_GAUGE("zone_free_bytes",
+      "Free pages of the zone, for User-Agents and profiles.", zone_free),
+    NGX_HTTP_PRESENCE_GAUGE("sessions",
+      "Sessions held in the zone.", sessions),
+    NGX_HTTP_PRESENCE_GAUGE("sessions_capacity",
+      "Sessions the zone can hold.", sessions_capacity),
+    NGX_HTTP_PRESENCE_GAUGE("users",
+      "Users held in the zone.", users),
+    NGX_HTTP_PRESENCE_GAUGE("users_capacity",
+      "Users the zone can hold.", users_capacity),
+    NGX_HTTP_PRESENCE_COUNTER("evictions_total",
+      "Sessions evicted because the zone was full.", evictions),
+    NGX_HTTP_PRESENCE_COUNTER("expired_sessions_total",
+      "Sessions expired and freed.", expired),
+    NGX_HTTP_PRESENCE_GAUGE("ring_depth",
+      "Changed sessions queued for the flusher.", ring_depth),
+    NGX_HTTP_PRESENCE_GAUGE("ring_size",
+      "Size of the changed-session queue.", ring_size),
+    NGX_HTTP_PRESENCE_COUNTER("ring_overflows_total",
+      "Changed sessions left to the flusher's sweep, the queue full.",
+      ring_overflows),
+    NGX_HTTP_PRESENCE_COUNTER("string_store_failures_total",
+      "User-Agents and profiles not stored, the zone full.", ua_failures),
+    NGX_HTTP_PRESENCE_COUNTER("zone_resets_total",
+      "Zone restarts after a worker died while updating it.", resets),
+    NGX_HTTP_PRESENCE_COUNTER("flush_batches_total",
+      "Batches of changed sessions written to PostgreSQL.", batches),
+    NGX_HTTP_PRESENCE_COUNTER("flush_statements_total",
+      "Write statements that succeeded.", statements),
+    NGX_HTTP_PRESENCE_COUNTER("flush_rows_total",
+      "Session rows inserted or advanced.", rows),
+    NGX_HTTP_PRESENCE_COUNTER("flush_errors_total",
+      "Write statements that failed (they are retried).", errors),
+    NGX_HTTP_PRESENCE_COUNTER("flush_unknown_user_sessions_total",
+      "Sessions not written: their user is not in the users table.",
+      missing),
+    NGX_HTTP_PRESENCE_COUNTER("flush_deactivated_rows_total",
+      "Rows set inactive by the expiry rule.", deactivated),
+    NGX_HTTP_PRESENCE_GAUGE("flush_last_success_timestamp_seconds",
+      "When a write statement last succeeded.", last_ok),
+    NGX_HTTP_PRESENCE_GAUGE("database_connected",
+      "Whether the flusher is connected to PostgreSQL.", connected),
+    NGX_HTTP_PRESENCE_GAUGE("flusher_pid",
+      "The worker holding the flusher lease (0: none).", flusher_pid),
+    NGX_HTTP_PRESENCE_GAUGE("peak_users_today",
+      "Today's highest sampled online_users (UTC day).", peak)
+};
 
 
 char *
@@ -86,20 +161,14 @@ ngx_http_presence_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_int_t
 ngx_http_presence_metrics_handler(ngx_http_request_t *r)
 {
-    u_char                         *p, name[128];
-    ngx_int_t                       rc;
-    ngx_str_t                       zname;
-    ngx_buf_t                      *b;
-    ngx_uint_t                      h, i;
-    ngx_chain_t                     out;
-    ngx_slab_pool_t                *shpool;
-    ngx_http_presence_shm_t        *sh;
-    ngx_http_presence_zone_t       *zone;
-    ngx_http_presence_main_conf_t  *pmcf;
-    ngx_http_presence_snapshot_t    m;
-
-    static const char  *thresholds[] = { "very_active", "online", "recent" };
-    static const char  *jwt[] = { "valid", "missing", "invalid", "expired" };
+    u_char                           name[NGX_HTTP_PRESENCE_METRIC_ZONE];
+    ngx_int_t                        rc;
+    ngx_str_t                        zone;
+    ngx_buf_t                       *b;
+    ngx_uint_t                       i;
+    ngx_chain_t                      out;
+    ngx_http_presence_main_conf_t   *pmcf;
+    ngx_http_presence_store_stats_t  st;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -116,203 +185,30 @@ ngx_http_presence_metrics_handler(ngx_http_request_t *r)
         return NGX_HTTP_NOT_FOUND;
     }
 
-    zone = pmcf->shm_zone->data;
-    shpool = zone->shpool;
+    ngx_http_presence_store_stats(pmcf->shm_zone->data, pmcf->thresholds,
+                                  &st, r->connection->log);
 
-    ngx_memzero(&m, sizeof(ngx_http_presence_snapshot_t));
+    zone.data = name;
+    ngx_http_presence_metrics_zone(
+                      ngx_http_presence_store_name(pmcf->shm_zone->data),
+                      &zone);
 
-    ngx_http_presence_lock(zone, r->connection->log);
-
-    sh = zone->sh;
-    ngx_http_presence_advance(zone, ngx_time());
-    ngx_http_presence_sample_peak(zone, pmcf->online);
-
-    m.online[0] = ngx_http_presence_count(zone, pmcf->very_active, 0);
-    m.online[1] = ngx_http_presence_count(zone, pmcf->online, 0);
-    m.online[2] = ngx_http_presence_count(zone, pmcf->recent, 0);
-    m.active_sessions = ngx_http_presence_count(zone, pmcf->online, 1);
-
-    for (h = 0; h < NGX_HTTP_PRESENCE_SLOTS; h++) {
-        for (i = 0; i < 4; i++) {
-            m.requests[i] += sh->counters[h].requests[i + 1];
-        }
-
-        m.cache_hits += sh->counters[h].cache_hits;
-        m.cache_misses += sh->counters[h].cache_misses;
-    }
-    m.zone_bytes = shpool->end - (u_char *) shpool;
-    m.zone_free = shpool->pfree * ngx_pagesize;
-    m.sessions = sh->sessions_used;
-    m.sessions_capacity = sh->nsessions;
-    m.users = sh->users_used;
-    m.users_capacity = sh->nusers;
-    m.evictions = sh->evictions;
-    m.expired = sh->expired;
-    m.ring_depth = sh->ring_tail - sh->ring_head;
-    m.ring_size = sh->nring;
-    m.ring_overflows = sh->ring_overflows;
-    m.ua_failures = sh->ua_failures;
-    m.profile_failures = sh->profile_failures;
-    m.resets = sh->resets;
-    m.batches = sh->flush_batches;
-    m.statements = sh->flush_statements;
-    m.rows = sh->flush_rows;
-    m.errors = sh->flush_errors;
-    m.missing = sh->flush_missing_users;
-    m.deactivated = sh->flush_deactivated;
-    m.last_ok = sh->flush_last_ok;
-    m.connected = sh->db_connected;
-    m.flusher_pid = sh->lease_pid;
-
-    for (h = 0; h < 24; h++) {
-        if (sh->peak[h] > m.peak) {
-            m.peak = sh->peak[h];
-        }
-    }
-
-    ngx_http_presence_unlock(zone);
-
-    /* the zone's name as a label value */
-
-    p = name;
-
-    for (i = 0; i < zone->name.len && p < name + sizeof(name) - 2; i++) {
-        if (zone->name.data[i] == '\\' || zone->name.data[i] == '"') {
-            *p++ = '\\';
-        }
-
-        *p++ = zone->name.data[i];
-    }
-
-    zname.data = name;
-    zname.len = p - name;
-
-    b = ngx_create_temp_buf(r->pool, 16384);
+    b = ngx_create_temp_buf(r->pool, ngx_http_presence_metrics_size(&zone));
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = b->last;
+    b->last = ngx_cpymem(b->last, NGX_HTTP_PRESENCE_BUILD_INFO,
+                         sizeof(NGX_HTTP_PRESENCE_BUILD_INFO) - 1);
 
-    p = ngx_cpymem(p, NGX_HTTP_PRESENCE_BUILD_INFO,
-                   sizeof(NGX_HTTP_PRESENCE_BUILD_INFO) - 1);
+    for (i = 0; i < sizeof(ngx_http_presence_metrics_table)
+                    / sizeof(ngx_http_presence_metric_t); i++)
+    {
+        b->last = ngx_http_presence_metric(b->last, &zone,
+                                       &ngx_http_presence_metrics_table[i],
+                                       &st);
+    }
 
-    p = ngx_http_presence_metric(p, &zname, "online_users",
-            NGX_HTTP_PRESENCE_METRIC_GAUGE,
-            "Users whose latest activity is within the threshold.",
-            "threshold", thresholds, m.online, 3);
-    p = ngx_http_presence_metric(p, &zname, "active_sessions",
-            NGX_HTTP_PRESENCE_METRIC_GAUGE,
-            "Sessions active within the online threshold.",
-            NULL, NULL, &m.active_sessions, 1);
-    p = ngx_http_presence_metric(p, &zname, "requests_total",
-            NGX_HTTP_PRESENCE_METRIC_COUNTER,
-            "Requests in presence locations, by JWT status.",
-            "jwt", jwt, m.requests, 4);
-    p = ngx_http_presence_metric(p, &zname, "jwt_cache_hits_total",
-            NGX_HTTP_PRESENCE_METRIC_COUNTER,
-            "Tokens found in the workers' verdict caches.",
-            NULL, NULL, &m.cache_hits, 1);
-    p = ngx_http_presence_metric(p, &zname, "jwt_cache_misses_total",
-            NGX_HTTP_PRESENCE_METRIC_COUNTER,
-            "Tokens verified because no cache had them.",
-            NULL, NULL, &m.cache_misses, 1);
-    p = ngx_http_presence_metric(p, &zname, "zone_size_bytes",
-            NGX_HTTP_PRESENCE_METRIC_GAUGE,
-            "Size of the shared memory zone.",
-            NULL, NULL, &m.zone_bytes, 1);
-    p = ngx_http_presence_metric(p, &zname, "zone_free_bytes",
-            NGX_HTTP_PRESENCE_METRIC_GAUGE,
-            "Free pages of the zone, for User-Agents and profiles.",
-            NULL, NULL, &m.zone_free, 1);
-    p = ngx_http_presence_metric(p, &zname, "sessions",
-            NGX_HTTP_PRESENCE_METRIC_GAUGE,
-            "Sessions held in the zone.",
-            NULL, NULL, &m.sessions, 1);
-    p = ngx_http_presence_metric(p, &zname, "sessions_capacity",
-            NGX_HTTP_PRESENCE_METRIC_GAUGE,
-            "Sessions the zone can hold.",
-            NULL, NULL, &m.sessions_capacity, 1);
-    p = ngx_http_presence_metric(p, &zname, "users",
-            NGX_HTTP_PRESENCE_METRIC_GAUGE,
-            "Users held in the zone.",
-            NULL, NULL, &m.users, 1);
-    p = ngx_http_presence_metric(p, &zname, "users_capacity",
-            NGX_HTTP_PRESENCE_METRIC_GAUGE,
-            "Users the zone can hold.",
-            NULL, NULL, &m.users_capacity, 1);
-    p = ngx_http_presence_metric(p, &zname, "evictions_total",
-            NGX_HTTP_PRESENCE_METRIC_COUNTER,
-            "Sessions evicted because the zone was full.",
-            NULL, NULL, &m.evictions, 1);
-    p = ngx_http_presence_metric(p, &zname, "expired_sessions_total",
-            NGX_HTTP_PRESENCE_METRIC_COUNTER,
-            "Sessions expired and freed.",
-            NULL, NULL, &m.expired, 1);
-    p = ngx_http_presence_metric(p, &zname, "ring_depth",
-            NGX_HTTP_PRESENCE_METRIC_GAUGE,
-            "Changed sessions queued for the flusher.",
-            NULL, NULL, &m.ring_depth, 1);
-    p = ngx_http_presence_metric(p, &zname, "ring_size",
-            NGX_HTTP_PRESENCE_METRIC_GAUGE,
-            "Size of the changed-session queue.",
-            NULL, NULL, &m.ring_size, 1);
-    p = ngx_http_presence_metric(p, &zname, "ring_overflows_total",
-            NGX_HTTP_PRESENCE_METRIC_COUNTER,
-            "Changed sessions left to the flusher's sweep, the queue full.",
-            NULL, NULL, &m.ring_overflows, 1);
-    p = ngx_http_presence_metric(p, &zname, "string_store_failures_total",
-            NGX_HTTP_PRESENCE_METRIC_COUNTER,
-            "User-Agents and profiles not stored, the zone full.",
-            NULL, NULL, &m.ua_failures, 1);
-    p = ngx_http_presence_metric(p, &zname, "zone_resets_total",
-            NGX_HTTP_PRESENCE_METRIC_COUNTER,
-            "Zone restarts after a worker died while updating it.",
-            NULL, NULL, &m.resets, 1);
-    p = ngx_http_presence_metric(p, &zname, "flush_batches_total",
-            NGX_HTTP_PRESENCE_METRIC_COUNTER,
-            "Batches of changed sessions written to PostgreSQL.",
-            NULL, NULL, &m.batches, 1);
-    p = ngx_http_presence_metric(p, &zname, "flush_statements_total",
-            NGX_HTTP_PRESENCE_METRIC_COUNTER,
-            "Write statements that succeeded.",
-            NULL, NULL, &m.statements, 1);
-    p = ngx_http_presence_metric(p, &zname, "flush_rows_total",
-            NGX_HTTP_PRESENCE_METRIC_COUNTER,
-            "Session rows inserted or advanced.",
-            NULL, NULL, &m.rows, 1);
-    p = ngx_http_presence_metric(p, &zname, "flush_errors_total",
-            NGX_HTTP_PRESENCE_METRIC_COUNTER,
-            "Write statements that failed (they are retried).",
-            NULL, NULL, &m.errors, 1);
-    p = ngx_http_presence_metric(p, &zname,
-            "flush_unknown_user_sessions_total",
-            NGX_HTTP_PRESENCE_METRIC_COUNTER,
-            "Sessions not written: their user is not in the users table.",
-            NULL, NULL, &m.missing, 1);
-    p = ngx_http_presence_metric(p, &zname, "flush_deactivated_rows_total",
-            NGX_HTTP_PRESENCE_METRIC_COUNTER,
-            "Rows set inactive by the expiry rule.",
-            NULL, NULL, &m.deactivated, 1);
-    p = ngx_http_presence_metric(p, &zname,
-            "flush_last_success_timestamp_seconds",
-            NGX_HTTP_PRESENCE_METRIC_GAUGE,
-            "When a write statement last succeeded.",
-            NULL, NULL, &m.last_ok, 1);
-    p = ngx_http_presence_metric(p, &zname, "database_connected",
-            NGX_HTTP_PRESENCE_METRIC_GAUGE,
-            "Whether the flusher is connected to PostgreSQL.",
-            NULL, NULL, &m.connected, 1);
-    p = ngx_http_presence_metric(p, &zname, "flusher_pid",
-            NGX_HTTP_PRESENCE_METRIC_GAUGE,
-            "The worker holding the flusher lease (0: none).",
-            NULL, NULL, &m.flusher_pid, 1);
-    p = ngx_http_presence_metric(p, &zname, "peak_users_today",
-            NGX_HTTP_PRESENCE_METRIC_GAUGE,
-            "Today's highest sampled online_users (UTC day).",
-            NULL, NULL, &m.peak, 1);
-
-    b->last = p;
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 
@@ -335,29 +231,93 @@ ngx_http_presence_metrics_handler(ngx_http_request_t *r)
 }
 
 
-static u_char *
-ngx_http_presence_metric(u_char *p, ngx_str_t *zone, const char *name,
-    ngx_uint_t type, const char *help, const char *label,
-    const char **values, uint64_t *v, ngx_uint_t n)
+/* what the table can write at most, with this zone's name */
+
+static size_t
+ngx_http_presence_metrics_size(ngx_str_t *zone)
 {
-    ngx_uint_t  i;
+    size_t                       size, line;
+    ngx_uint_t                   i, k;
+    ngx_http_presence_metric_t  *m;
+
+    size = sizeof(NGX_HTTP_PRESENCE_BUILD_INFO) - 1;
+
+    for (i = 0; i < sizeof(ngx_http_presence_metrics_table)
+                    / sizeof(ngx_http_presence_metric_t); i++)
+    {
+        m = &ngx_http_presence_metrics_table[i];
+
+        size += sizeof("# HELP nginx_presence_ \n") - 1
+                + ngx_strlen(m->name) + ngx_strlen(m->help)
+                + sizeof("# TYPE nginx_presence_ counter\n") - 1
+                + ngx_strlen(m->name);
+
+        line = sizeof("nginx_presence_{zone=\"\"}  \n") - 1
+               + ngx_strlen(m->name) + zone->len + NGX_INT64_LEN;
+
+        for (k = 0; k < m->n; k++) {
+            size += line;
+
+            if (m->label) {
+                size += sizeof(",=\"\"") - 1 + ngx_strlen(m->label)
+                        + ngx_strlen(m->values[k]);
+            }
+        }
+    }
+
+    return size;
+}
+
+
+static u_char *
+ngx_http_presence_metric(u_char *p, ngx_str_t *zone,
+    ngx_http_presence_metric_t *m, ngx_http_presence_store_stats_t *st)
+{
+    uint64_t    *v;
+    ngx_uint_t   i;
+
+    v = (uint64_t *) ((u_char *) st + m->offset);
 
     p = ngx_sprintf(p, "# HELP nginx_presence_%s %s\n"
                        "# TYPE nginx_presence_%s %s\n",
-                    name, help, name,
-                    type == NGX_HTTP_PRESENCE_METRIC_COUNTER ? "counter"
-                                                             : "gauge");
+                    m->name, m->help, m->name,
+                    m->type == NGX_HTTP_PRESENCE_METRIC_COUNTER ? "counter"
+                                                                : "gauge");
 
-    for (i = 0; i < n; i++) {
-        if (label) {
+    for (i = 0; i < m->n; i++) {
+        if (m->label) {
             p = ngx_sprintf(p, "nginx_presence_%s{zone=\"%V\",%s=\"%s\"} "
-                               "%uL\n", name, zone, label, values[i], v[i]);
+                               "%uL\n", m->name, zone, m->label,
+                            m->values[i], v[i]);
 
         } else {
             p = ngx_sprintf(p, "nginx_presence_%s{zone=\"%V\"} %uL\n",
-                            name, zone, v[i]);
+                            m->name, zone, v[i]);
         }
     }
 
     return p;
+}
+
+
+/* the zone's name as a label value: quotes and backslashes escaped */
+
+static void
+ngx_http_presence_metrics_zone(ngx_str_t *name, ngx_str_t *zone)
+{
+    u_char      *p, *last;
+    ngx_uint_t   i;
+
+    p = zone->data;
+    last = zone->data + NGX_HTTP_PRESENCE_METRIC_ZONE - 2;
+
+    for (i = 0; i < name->len && p < last; i++) {
+        if (name->data[i] == '\\' || name->data[i] == '"') {
+            *p++ = '\\';
+        }
+
+        *p++ = name->data[i];
+    }
+
+    zone->len = p - zone->data;
 }

@@ -8,7 +8,17 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
-#include "ngx_http_presence.h"
+#include "ngx_http_presence_module.h"
+#include "ngx_http_presence_shm.h"
+#include "ngx_http_presence_token.h"
+#include "ngx_http_presence_track.h"
+#include "ngx_http_presence_api.h"
+#include "ngx_http_presence_flush.h"
+#include "ngx_http_presence_metrics.h"
+
+
+/* the per-worker tick, in milliseconds */
+#define NGX_HTTP_PRESENCE_TICK  1000
 
 
 static ngx_int_t ngx_http_presence_preconfiguration(ngx_conf_t *cf);
@@ -18,6 +28,13 @@ static char *ngx_http_presence_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_presence_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_presence_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
+static char *ngx_http_presence_check_conf(ngx_conf_t *cf,
+    ngx_http_presence_main_conf_t *pmcf);
+static char *ngx_http_presence_thresholds(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_presence_init_process(ngx_cycle_t *cycle);
+static void ngx_http_presence_exit_process(ngx_cycle_t *cycle);
+static void ngx_http_presence_tick(ngx_event_t *ev);
 
 
 static ngx_command_t  ngx_http_presence_commands[] = {
@@ -31,7 +48,7 @@ static ngx_command_t  ngx_http_presence_commands[] = {
 
     { ngx_string("presence"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
-      ngx_conf_set_flag_slot,
+      ngx_http_presence_enable,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_presence_loc_conf_t, enable),
       NULL },
@@ -269,7 +286,7 @@ ngx_http_presence_preconfiguration(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_presence_postconfiguration(ngx_conf_t *cf)
 {
-    return ngx_http_presence_init_tracking(cf);
+    return ngx_http_presence_track_init(cf);
 }
 
 
@@ -294,9 +311,9 @@ ngx_http_presence_create_main_conf(ngx_conf_t *cf)
 
     ngx_http_presence_jwt_init(&pmcf->jwt);
 
-    pmcf->very_active = NGX_CONF_UNSET;
-    pmcf->online = NGX_CONF_UNSET;
-    pmcf->recent = NGX_CONF_UNSET;
+    pmcf->thresholds[NGX_HTTP_PRESENCE_VERY_ACTIVE] = NGX_CONF_UNSET;
+    pmcf->thresholds[NGX_HTTP_PRESENCE_ONLINE] = NGX_CONF_UNSET;
+    pmcf->thresholds[NGX_HTTP_PRESENCE_RECENT] = NGX_CONF_UNSET;
     pmcf->session_timeout = NGX_CONF_UNSET;
     pmcf->cleanup_interval = NGX_CONF_UNSET_MSEC;
     pmcf->flush_interval = NGX_CONF_UNSET_MSEC;
@@ -312,16 +329,122 @@ ngx_http_presence_create_main_conf(ngx_conf_t *cf)
 }
 
 
+/* every default, then every check across directives */
+
 static char *
 ngx_http_presence_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_presence_main_conf_t *pmcf = conf;
 
-    if (ngx_http_presence_init_flusher_conf(cf, pmcf) != NGX_CONF_OK) {
+    time_t  *t;
+
+    t = pmcf->thresholds;
+
+    ngx_conf_init_value(t[NGX_HTTP_PRESENCE_VERY_ACTIVE], 5 * 60);
+    ngx_conf_init_value(t[NGX_HTTP_PRESENCE_ONLINE], 15 * 60);
+    ngx_conf_init_value(t[NGX_HTTP_PRESENCE_RECENT], 60 * 60);
+    ngx_conf_init_value(pmcf->session_timeout, NGX_HTTP_PRESENCE_DAY);
+    ngx_conf_init_msec_value(pmcf->cleanup_interval, 60 * 1000);
+
+    ngx_conf_init_msec_value(pmcf->flush_interval, 1000);
+    ngx_conf_init_value(pmcf->profile_ttl, 300);
+    ngx_conf_init_value(pmcf->cluster, 0);
+
+    ngx_conf_init_value(pmcf->jwt_leeway, 0);
+    ngx_conf_init_value(pmcf->jwt_require_exp, 1);
+    ngx_conf_init_size_value(pmcf->jwt_max_size, 8192);
+    ngx_conf_init_uint_value(pmcf->jwt_cache_size, 8192);
+
+    if (pmcf->node.data == NULL) {
+
+        /* the host name, NUL-terminated: it is a libpq parameter */
+
+        pmcf->node.len = cf->cycle->hostname.len;
+        pmcf->node.data = ngx_pnalloc(cf->pool, pmcf->node.len + 1);
+        if (pmcf->node.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memcpy(pmcf->node.data, cf->cycle->hostname.data,
+                   pmcf->node.len);
+        pmcf->node.data[pmcf->node.len] = '\0';
+    }
+
+    if (ngx_http_presence_jwt_init_conf(cf, pmcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 
-    return ngx_http_presence_jwt_init_conf(cf, pmcf);
+    return ngx_http_presence_check_conf(cf, pmcf);
+}
+
+
+static char *
+ngx_http_presence_check_conf(ngx_conf_t *cf,
+    ngx_http_presence_main_conf_t *pmcf)
+{
+    char     err[NGX_HTTP_PRESENCE_JWT_ERRLEN];
+    time_t  *t;
+
+    t = pmcf->thresholds;
+
+    if (pmcf->cluster && pmcf->pg_conninfo.data == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"presence_cluster\" needs \"presence_postgres\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (pmcf->flush_interval < 10) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "presence_flush_interval must be at least 10ms");
+        return NGX_CONF_ERROR;
+    }
+
+    if (pmcf->pg_conninfo.data && pmcf->shm_zone == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"presence_postgres\" needs a \"presence_zone\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if ((pmcf->jwt_keys_set || pmcf->jwt_algorithms_set)
+        && !ngx_http_presence_jwt_check(&pmcf->jwt, err))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "presence_jwt_algorithms: %s", err);
+        return NGX_CONF_ERROR;
+    }
+
+    if (t[NGX_HTTP_PRESENCE_VERY_ACTIVE] > t[NGX_HTTP_PRESENCE_ONLINE]
+        || t[NGX_HTTP_PRESENCE_ONLINE] > t[NGX_HTTP_PRESENCE_RECENT])
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "presence_thresholds: very_active (%T s) <= "
+                           "online (%T s) <= recent (%T s) must hold",
+                           t[NGX_HTTP_PRESENCE_VERY_ACTIVE],
+                           t[NGX_HTTP_PRESENCE_ONLINE],
+                           t[NGX_HTTP_PRESENCE_RECENT]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (!pmcf->used) {
+        return NGX_CONF_OK;
+    }
+
+    if (pmcf->shm_zone == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"presence\" and \"presence_api\" need a "
+                           "\"presence_zone\" in the http block");
+        return NGX_CONF_ERROR;
+    }
+
+    if (!pmcf->jwt_keys_set) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"presence\" and \"presence_api\" need "
+                           "\"presence_jwt_secret\" or "
+                           "\"presence_jwt_key_file\"");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
 }
 
 
@@ -349,17 +472,166 @@ ngx_http_presence_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_presence_loc_conf_t *prev = parent;
     ngx_http_presence_loc_conf_t *conf = child;
 
-    ngx_http_presence_main_conf_t  *pmcf;
-
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_value(conf->admin_check, prev->admin_check, -1);
     ngx_conf_merge_ptr_value(conf->jwt_token, prev->jwt_token, NULL);
 
-    if (conf->enable) {
-        pmcf = ngx_http_conf_get_module_main_conf(cf,
-                                                  ngx_http_presence_module);
-        pmcf->used = 1;
+    return NGX_CONF_OK;
+}
+
+
+/* presence_thresholds very_active=5m online=15m recent=1h; */
+
+static char *
+ngx_http_presence_thresholds(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_presence_main_conf_t *pmcf = conf;
+
+    time_t      *t;
+    u_char      *eq;
+    ngx_str_t   *value, name, v;
+    ngx_uint_t   i;
+
+    for (i = 0; i < NGX_HTTP_PRESENCE_THRESHOLDS; i++) {
+        if (pmcf->thresholds[i] != NGX_CONF_UNSET) {
+            return "is duplicate";
+        }
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        eq = (u_char *) ngx_strchr(value[i].data, '=');
+
+        if (eq == NULL) {
+            goto invalid;
+        }
+
+        name.data = value[i].data;
+        name.len = eq - value[i].data;
+        v.data = eq + 1;
+        v.len = value[i].data + value[i].len - v.data;
+
+        if (name.len == 11
+            && ngx_strncmp(name.data, "very_active", 11) == 0)
+        {
+            t = &pmcf->thresholds[NGX_HTTP_PRESENCE_VERY_ACTIVE];
+
+        } else if (name.len == 6 && ngx_strncmp(name.data, "online", 6) == 0)
+        {
+            t = &pmcf->thresholds[NGX_HTTP_PRESENCE_ONLINE];
+
+        } else if (name.len == 6 && ngx_strncmp(name.data, "recent", 6) == 0)
+        {
+            t = &pmcf->thresholds[NGX_HTTP_PRESENCE_RECENT];
+
+        } else {
+            goto invalid;
+        }
+
+        if (*t != NGX_CONF_UNSET) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "presence_thresholds: \"%V\" is given twice",
+                               &name);
+            return NGX_CONF_ERROR;
+        }
+
+        *t = ngx_parse_time(&v, 1);
+
+        if (*t == (time_t) NGX_ERROR || *t < 1
+            || *t > NGX_HTTP_PRESENCE_DAY)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "presence_thresholds: invalid time \"%V\", "
+                               "from 1s to 24h", &value[i]);
+            return NGX_CONF_ERROR;
+        }
     }
 
     return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "presence_thresholds: invalid parameter \"%V\", "
+                       "expected very_active=, online= or recent=",
+                       &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_presence_init_process(ngx_cycle_t *cycle)
+{
+    ngx_event_t                    *ev;
+    ngx_http_presence_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_presence_module);
+
+    if (pmcf == NULL || pmcf->shm_zone == NULL) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_presence_flusher_init(cycle, pmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ev = &pmcf->tick;
+
+    ev->handler = ngx_http_presence_tick;
+    ev->data = pmcf;
+    ev->log = cycle->log;
+    ev->cancelable = 1;
+
+    ngx_add_timer(ev, ngx_random() % NGX_HTTP_PRESENCE_TICK + 1);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_presence_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_presence_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_presence_module);
+
+    if (pmcf != NULL && pmcf->shm_zone != NULL) {
+        ngx_http_presence_flusher_exit(pmcf);
+    }
+}
+
+
+/*
+ * Every second, in every worker: the store's clock, peak and expiry (a
+ * slice left over is taken at once), and the flusher's lease.
+ */
+
+static void
+ngx_http_presence_tick(ngx_event_t *ev)
+{
+    ngx_msec_t                      next;
+    ngx_uint_t                      more;
+    ngx_http_presence_main_conf_t  *pmcf;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    pmcf = ev->data;
+
+    more = ngx_http_presence_store_tick(pmcf->shm_zone->data,
+                                 pmcf->thresholds[NGX_HTTP_PRESENCE_ONLINE],
+                                 pmcf->session_timeout,
+                                 pmcf->cleanup_interval, ev->log);
+
+    ngx_http_presence_flusher_tick(pmcf);
+
+    next = more ? 1 : ngx_min(NGX_HTTP_PRESENCE_TICK,
+                              pmcf->cleanup_interval);
+
+    ngx_add_timer(ev, next);
 }

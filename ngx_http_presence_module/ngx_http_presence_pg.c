@@ -21,7 +21,12 @@
 #include <ngx_core.h>
 #include <ngx_event.h>
 
+#include <netdb.h>
+
 #include "ngx_http_presence_pg.h"
+
+
+#define NGX_HTTP_PRESENCE_PG_MSG  512
 
 
 static void ngx_http_presence_pg_poll(ngx_http_presence_pg_t *pg);
@@ -35,6 +40,15 @@ static void ngx_http_presence_pg_read_handler(ngx_event_t *rev);
 static void ngx_http_presence_pg_write_handler(ngx_event_t *wev);
 static void ngx_http_presence_pg_timer_handler(ngx_event_t *ev);
 static void ngx_http_presence_pg_notice(void *arg, const char *message);
+static void ngx_http_presence_pg_refused(ngx_http_presence_pg_t *pg,
+    PGresult *res);
+static u_char *ngx_http_presence_pg_line(u_char *p, u_char *last,
+    const char *text);
+static u_char *ngx_http_presence_pg_where(ngx_http_presence_pg_t *pg,
+    u_char *p, u_char *last, ngx_uint_t statement);
+static ngx_int_t ngx_http_presence_pg_resolve(ngx_conf_t *cf, char *host,
+    const char **value);
+static char *ngx_http_presence_pg_strdup(ngx_pool_t *pool, const char *s);
 
 
 void
@@ -361,9 +375,7 @@ ngx_http_presence_pg_receive(ngx_http_presence_pg_t *pg)
             && PQresultStatus(res) != PGRES_COMMAND_OK
             && PQresultStatus(res) != PGRES_TUPLES_OK)
         {
-            ngx_log_error(NGX_LOG_ERR, pg->log, 0,
-                          "presence zone \"%V\": PostgreSQL: %s",
-                          pg->zone, PQresultErrorMessage(res));
+            ngx_http_presence_pg_refused(pg, res);
             PQclear(res);
             res = NULL;
         }
@@ -388,7 +400,7 @@ ngx_http_presence_pg_receive(ngx_http_presence_pg_t *pg)
 static void
 ngx_http_presence_pg_fail(ngx_http_presence_pg_t *pg, const char *what)
 {
-    u_char                          *p, *last, msg[512];
+    u_char                          *p, *last, msg[NGX_HTTP_PRESENCE_PG_MSG];
     ngx_msec_t                       delay;
     ngx_http_presence_pg_result_pt   handler;
 
@@ -396,22 +408,17 @@ ngx_http_presence_pg_fail(ngx_http_presence_pg_t *pg, const char *what)
     last = msg + sizeof(msg) - 1;
 
     if (pg->conn) {
-        p = ngx_slprintf(msg, last, "%s", PQerrorMessage(pg->conn));
+        p = ngx_slprintf(msg, last, ": ");
+        p = ngx_http_presence_pg_line(p, last, PQerrorMessage(pg->conn));
 
-        while (p > msg && (p[-1] == '\n' || p[-1] == ' ')) {
-            p--;
+        if (p == msg + 2) {
+            p = msg;            /* libpq has nothing to say */
         }
     }
 
+    p = ngx_http_presence_pg_where(pg, p, last,
+                                   pg->state == NGX_HTTP_PRESENCE_PG_BUSY);
     *p = '\0';
-
-    /* one line in the log */
-
-    for (p = msg; *p; p++) {
-        if (*p == '\n' || *p == '\t' || *p == '\r') {
-            *p = ' ';
-        }
-    }
 
     delay = pg->backoff;
     delay += (ngx_msec_t) ngx_random() % (delay / 4 + 1);
@@ -419,8 +426,8 @@ ngx_http_presence_pg_fail(ngx_http_presence_pg_t *pg, const char *what)
     pg->backoff = ngx_min(pg->backoff * 2, pg->backoff_max);
 
     ngx_log_error(NGX_LOG_ERR, pg->log, 0,
-                  "presence zone \"%V\": PostgreSQL %s%s%s, retrying in %M ms",
-                  pg->zone, what, msg[0] ? ": " : "", msg, delay);
+                  "presence zone \"%V\": PostgreSQL %s%s, retrying in %M ms",
+                  pg->zone, what, msg, delay);
 
     handler = (pg->state == NGX_HTTP_PRESENCE_PG_BUSY) ? pg->handler : NULL;
 
@@ -583,4 +590,261 @@ ngx_http_presence_pg_notice(void *arg, const char *message)
 
     ngx_log_error(NGX_LOG_NOTICE, pg->log, 0,
                   "presence zone \"%V\": PostgreSQL: %s", pg->zone, message);
+}
+
+
+/* a statement PostgreSQL refused: its message, and whose it was */
+
+static void
+ngx_http_presence_pg_refused(ngx_http_presence_pg_t *pg, PGresult *res)
+{
+    u_char  *p, *last, msg[NGX_HTTP_PRESENCE_PG_MSG];
+
+    last = msg + sizeof(msg) - 1;
+
+    p = ngx_http_presence_pg_line(msg, last, PQresultErrorMessage(res));
+    p = ngx_http_presence_pg_where(pg, p, last, 1);
+    *p = '\0';
+
+    ngx_log_error(NGX_LOG_ERR, pg->log, 0,
+                  "presence zone \"%V\": PostgreSQL: %s", pg->zone, msg);
+}
+
+
+/* libpq's message on one line, without its trailing newline */
+
+static u_char *
+ngx_http_presence_pg_line(u_char *p, u_char *last, const char *text)
+{
+    u_char  *start;
+
+    start = p;
+    p = ngx_slprintf(p, last, "%s", text);
+
+    while (p > start && (p[-1] == '\n' || p[-1] == ' ')) {
+        p--;
+    }
+
+    for (last = start; last < p; last++) {
+        if (*last == '\n' || *last == '\t' || *last == '\r') {
+            *last = ' ';
+        }
+    }
+
+    return p;
+}
+
+
+/* ", flusher phase "upsert", statement "upsert"": where it happened */
+
+static u_char *
+ngx_http_presence_pg_where(ngx_http_presence_pg_t *pg, u_char *p,
+    u_char *last, ngx_uint_t statement)
+{
+    if (pg->phase) {
+        p = ngx_slprintf(p, last, ", flusher phase \"%s\"", pg->phase);
+    }
+
+    if (statement && pg->statement) {
+        p = ngx_slprintf(p, last, ", statement \"%s\"", pg->statement);
+    }
+
+    return p;
+}
+
+
+/*
+ * presence_postgres "CONNINFO": parsed at configuration time into libpq's
+ * keywords and values; libpq's connect_timeout is dropped (nginx's timers
+ * time the connection out), application_name and gssencmode get defaults,
+ * and host names are resolved now, in the master, so that no worker ever
+ * waits on DNS.
+ */
+
+char *
+ngx_http_presence_pg_parse(ngx_conf_t *cf, ngx_str_t *conninfo,
+    const char ***keywords, const char ***values)
+{
+    char              *err, *host;
+    ngx_uint_t         n, i, has_app, has_gss, has_addr;
+    const char       **k, **v;
+    PQconninfoOption  *opts, *o;
+
+    opts = PQconninfoParse((char *) conninfo->data, &err);
+    if (opts == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "presence_postgres: invalid connection string: "
+                           "%s", err ? err : "out of memory");
+        PQfreemem(err);
+        return NGX_CONF_ERROR;
+    }
+
+    host = NULL;
+    has_app = 0;
+    has_gss = 0;
+    has_addr = 0;
+    n = 0;
+
+    for (o = opts; o->keyword; o++) {
+        if (o->val == NULL) {
+            continue;
+        }
+
+        n++;
+
+        if (ngx_strcmp(o->keyword, "host") == 0) {
+            host = o->val;
+
+        } else if (ngx_strcmp(o->keyword, "hostaddr") == 0) {
+            has_addr = 1;
+
+        } else if (ngx_strcmp(o->keyword, "application_name") == 0) {
+            has_app = 1;
+
+        } else if (ngx_strcmp(o->keyword, "gssencmode") == 0) {
+            has_gss = 1;
+        }
+    }
+
+    /* room for the defaults, "hostaddr" and the terminating NULL */
+
+    k = ngx_pcalloc(cf->pool, (n + 4) * sizeof(char *));
+    v = ngx_pcalloc(cf->pool, (n + 4) * sizeof(char *));
+    if (k == NULL || v == NULL) {
+        goto failed;
+    }
+
+    i = 0;
+
+    for (o = opts; o->keyword; o++) {
+        if (o->val == NULL || ngx_strcmp(o->keyword, "connect_timeout") == 0)
+        {
+            continue;
+        }
+
+        k[i] = ngx_http_presence_pg_strdup(cf->pool, o->keyword);
+        v[i] = ngx_http_presence_pg_strdup(cf->pool, o->val);
+
+        if (k[i] == NULL || v[i] == NULL) {
+            goto failed;
+        }
+
+        i++;
+    }
+
+    if (!has_app) {
+        k[i] = "application_name";
+        v[i++] = "ngx_http_presence_module";
+    }
+
+    if (!has_gss) {
+        k[i] = "gssencmode";
+        v[i++] = "disable";
+    }
+
+    if (host != NULL && !has_addr) {
+        k[i] = "hostaddr";
+
+        if (ngx_http_presence_pg_resolve(cf, host, &v[i++]) != NGX_OK) {
+            goto failed;
+        }
+    }
+
+    PQconninfoFree(opts);
+
+    *keywords = k;
+    *values = v;
+
+    return NGX_CONF_OK;
+
+failed:
+
+    PQconninfoFree(opts);
+
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * "host" (a comma-separated list) as "hostaddr" in the same order; a unix
+ * socket directory has no address
+ */
+
+static ngx_int_t
+ngx_http_presence_pg_resolve(ngx_conf_t *cf, char *host, const char **value)
+{
+    int               rc;
+    char             *p, *last;
+    u_char           *a, *start;
+    size_t            len;
+    struct addrinfo   hints, *ai;
+    char              addr[NGX_SOCKADDR_STRLEN];
+
+    start = ngx_pnalloc(cf->pool, 64 * (ngx_strlen(host) + 1));
+    if (start == NULL) {
+        return NGX_ERROR;
+    }
+
+    a = start;
+
+    for (p = host; ; p = last + 1) {
+        last = strchr(p, ',');
+        if (last) {
+            *last = '\0';
+        }
+
+        addr[0] = '\0';
+
+        if (*p != '/' && *p != '@' && *p != '\0') {
+            ngx_memzero(&hints, sizeof(struct addrinfo));
+            hints.ai_family = AF_UNSPEC;
+            hints.ai_socktype = SOCK_STREAM;
+
+            rc = getaddrinfo(p, NULL, &hints, &ai);
+            if (rc != 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "presence_postgres: cannot resolve host "
+                                   "\"%s\": %s", p, gai_strerror(rc));
+                return NGX_ERROR;
+            }
+
+            len = ngx_sock_ntop(ai->ai_addr, ai->ai_addrlen,
+                                (u_char *) addr, sizeof(addr) - 1, 0);
+            addr[len] = '\0';
+            freeaddrinfo(ai);
+        }
+
+        a = ngx_cpymem(a, addr, ngx_strlen(addr));
+
+        if (last == NULL) {
+            break;
+        }
+
+        *last = ',';
+        *a++ = ',';
+    }
+
+    *a = '\0';
+    *value = (char *) start;
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_presence_pg_strdup(ngx_pool_t *pool, const char *s)
+{
+    size_t   len;
+    u_char  *p;
+
+    len = ngx_strlen(s) + 1;
+
+    p = ngx_pnalloc(pool, len);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(p, s, len);
+
+    return (char *) p;
 }

@@ -36,7 +36,9 @@ struct ngx_http_presence_pg_s {
     PGconn                          *conn;
     ngx_connection_t                *c;
     ngx_log_t                       *log;
-    ngx_str_t                       *zone;       /* for the log */
+    ngx_str_t                       *zone;       /* for the log: */
+    const char                      *phase;      /* the owner's step */
+    const char                      *statement;  /* the last one sent */
 
     ngx_http_presence_pg_state_e     state;
 
@@ -64,6 +66,8 @@ ngx_int_t ngx_http_presence_pg_send(ngx_http_presence_pg_t *pg,
     const char *sql, int nparams, const char *const *params,
     ngx_http_presence_pg_result_pt handler);
 void ngx_http_presence_pg_close(ngx_http_presence_pg_t *pg);
+char *ngx_http_presence_pg_parse(ngx_conf_t *cf, ngx_str_t *conninfo,
+    const char ***keywords, const char ***values);
 
 
 #endif /* _NGX_HTTP_PRESENCE_PG_H_INCLUDED_ */

@@ -22,10 +22,189 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
-#include "ngx_http_presence.h"
+#include "ngx_http_presence_shm.h"
+
+
+#define NGX_HTTP_PRESENCE_ZONE_MAGIC    0x50524553  /* "PRES" */
+#define NGX_HTTP_PRESENCE_ZONE_VERSION  3
+
+#define NGX_HTTP_PRESENCE_NIL           0xffffffff
+
+
+#define NGX_HTTP_PRESENCE_UA_BUCKETS    4096
+
+#define NGX_HTTP_PRESENCE_IN_RING       0x01
+
+#define NGX_HTTP_PRESENCE_PROFILE_MISSING  0x01   /* no row in "users" */
+
+
+/*
+ * A session: fixed size, preallocated, linked by array indices.  Its id is
+ * the raw SHA-256 (of the token, or of the user id and the "sid").
+ */
+
+typedef struct {
+    u_char                          id[NGX_HTTP_PRESENCE_ID_LEN];
+    int64_t                         user_id;
+    int64_t                         created_ms;
+    int64_t                         last_ms;
+    int64_t                         flushed_ms;  /* written to PostgreSQL */
+    int64_t                         exp;         /* token exp, seconds */
+    uint32_t                        hash_next;
+    uint32_t                        lru_prev;    /* all sessions, by */
+    uint32_t                        lru_next;    /* last activity */
+    uint32_t                        user_prev;   /* its user's sessions */
+    uint32_t                        user_next;
+    uint32_t                        user;
+    uint32_t                        ua;          /* offset / 8, 0: none */
+    u_char                          addr[16];
+    uint8_t                         family;      /* AF_INET, AF_INET6, 0 */
+    uint8_t                         flags;
+    uint8_t                         method_len;
+    uint8_t                         uri_len;
+    u_char                          method[NGX_HTTP_PRESENCE_METHOD_MAX];
+    u_char                          uri[NGX_HTTP_PRESENCE_URI_MAX];
+} ngx_http_presence_session_t;
+
+
+typedef struct {
+    int64_t                         user_id;     /* 0: free */
+    int64_t                         last_ms;
+    uint32_t                        hash_next;
+    uint32_t                        q_prev;      /* all users, by */
+    uint32_t                        q_next;      /* last activity */
+    uint32_t                        sessions;    /* head of its sessions */
+    uint32_t                        nsessions;
+    uint32_t                        profile;     /* offset / 8, 0: none */
+    uint32_t                        profile_at;  /* seconds */
+    uint32_t                        flags;
+} ngx_http_presence_user_t;
+
+
+/* a user's profile from the "users" table; NULL fields have length -1 */
+
+typedef struct {
+    int16_t                         len[NGX_HTTP_PRESENCE_PROFILE_FIELDS];
+    u_char                          data[1];
+} ngx_http_presence_profile_t;
+
+
+/* a User-Agent string, shared by the sessions that have it */
+
+typedef struct {
+    uint32_t                        hash_next;   /* offset / 8 */
+    uint32_t                        refs;
+    uint32_t                        hash;
+    uint32_t                        len;
+    u_char                          data[1];
+} ngx_http_presence_ua_t;
+
+
+#define NGX_HTTP_PRESENCE_SLOTS  64
+
+
+typedef struct {
+    ngx_atomic_t                    requests[NGX_HTTP_PRESENCE_JWT_STATUSES
+                                             + 1];  /* by JWT status */
+    ngx_atomic_t                    cache_hits;
+    ngx_atomic_t                    cache_misses;
+    ngx_atomic_t                    pad;         /* 64 bytes */
+} ngx_http_presence_counters_t;
+
+
+#define ngx_http_presence_counter(sh)                                         \
+    (&(sh)->counters[(ngx_worker == NGX_INVALID_ARRAY_INDEX ? 0 : ngx_worker) \
+                     % NGX_HTTP_PRESENCE_SLOTS])
+
+
+/* the header at the start of the shared zone */
+
+typedef struct {
+    uint32_t                        magic;
+    uint32_t                        version;
+    uint32_t                        session_size;
+    uint32_t                        user_size;
+    uint64_t                        size;
+
+    uint32_t                        nsessions;   /* capacities */
+    uint32_t                        nusers;
+    uint32_t                        nring;
+
+    ngx_pid_t                       writer;      /* mid-update, or 0 */
+
+    uint32_t                        sessions_used;
+    uint32_t                        users_used;
+    uint32_t                        session_free;
+    uint32_t                        user_free;
+    uint32_t                        lru_head;    /* most recent first */
+    uint32_t                        lru_tail;
+    uint32_t                        q_head;
+    uint32_t                        q_tail;
+
+    uint64_t                        ring_head;   /* ring[head % nring] */
+    uint64_t                        ring_tail;
+    ngx_atomic_t                    ring_overflow;  /* a sweep is due */
+
+    int64_t                         clock;       /* seconds, monotonic */
+    int64_t                         peak_day;    /* days since the epoch */
+    uint32_t                        peak[NGX_HTTP_PRESENCE_HOURS];
+    time_t                          next_sweep;
+    time_t                          last_evict_log;
+
+    /* the flusher's lease */
+    ngx_pid_t                       lease_pid;
+    uint64_t                        lease_gen;
+    ngx_msec_t                      lease_beat;
+    ngx_uint_t                      cleanup_requested;
+    uint32_t                        sweep_cursor;
+    uint64_t                        sweep_mark;
+    int64_t                         pull_watermark;  /* DB clock, us */
+    uint64_t                        pulled_rows;
+
+    /* counters */
+    uint64_t                        flush_batches;
+    uint64_t                        flush_statements;
+    uint64_t                        flush_rows;
+    uint64_t                        flush_errors;
+    uint64_t                        flush_missing_users;
+    uint64_t                        flush_deactivated;
+    time_t                          flush_last_ok;
+    ngx_uint_t                      db_connected;
+    uint64_t                        profile_failures;
+    uint64_t                        evictions;
+    uint64_t                        expired;
+    uint64_t                        ring_overflows;
+    uint64_t                        ua_failures;
+    uint64_t                        resets;
+    /* the request path's counters: one line per worker, no sharing */
+    ngx_http_presence_counters_t    counters[NGX_HTTP_PRESENCE_SLOTS];
+
+    uint32_t                       *session_hash;
+    uint32_t                       *user_hash;
+    uint32_t                       *ring;
+    int32_t                        *users_bit;   /* Fenwick trees over */
+    int32_t                        *sessions_bit; /* the window */
+    ngx_http_presence_session_t    *sessions;
+    ngx_http_presence_user_t       *users;
+    uint32_t                        ua_hash[NGX_HTTP_PRESENCE_UA_BUCKETS];
+} ngx_http_presence_shm_t;
+
+
+struct ngx_http_presence_zone_s {
+    ngx_http_presence_shm_t        *sh;
+    ngx_slab_pool_t                *shpool;
+    ngx_str_t                       name;
+    ngx_uint_t                      ring;        /* ring=N, 0: default */
+};
 
 
 #define NGX_HTTP_PRESENCE_MIN_SESSIONS  16
+
+/* sessions freed in one hold of the lock by expiry */
+#define NGX_HTTP_PRESENCE_EXPIRE_SLICE  1000
+
+/* session records looked at per flush by the sweep after an overflow */
+#define NGX_HTTP_PRESENCE_SWEEP_STEP    50000
 
 
 typedef char ngx_http_presence_session_size_check[
@@ -37,6 +216,44 @@ typedef char ngx_http_presence_user_size_check[
 
 static ngx_int_t ngx_http_presence_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+static void ngx_http_presence_lock(ngx_http_presence_zone_t *zone,
+    ngx_log_t *log);
+static void ngx_http_presence_unlock(ngx_http_presence_zone_t *zone);
+static void ngx_http_presence_advance(ngx_http_presence_zone_t *zone,
+    time_t now);
+static ngx_uint_t ngx_http_presence_count(ngx_http_presence_zone_t *zone,
+    time_t seconds, ngx_uint_t sessions);
+static void ngx_http_presence_sample_peak(ngx_http_presence_zone_t *zone,
+    time_t online);
+static ngx_http_presence_user_t *ngx_http_presence_find_user(
+    ngx_http_presence_zone_t *zone, int64_t user_id);
+static ngx_int_t ngx_http_presence_expired(ngx_http_presence_session_t *s,
+    time_t now, time_t timeout);
+static void ngx_http_presence_record(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_activity_t *act, time_t timeout, ngx_log_t *log,
+    ngx_uint_t remote);
+static void ngx_http_presence_forget(ngx_http_presence_zone_t *zone,
+    u_char *id, int64_t last_ms);
+static void ngx_http_presence_ring_add(ngx_http_presence_shm_t *sh,
+    uint32_t i);
+static ngx_uint_t ngx_http_presence_expire(ngx_http_presence_zone_t *zone,
+    time_t timeout, ngx_uint_t limit, ngx_uint_t *more);
+static u_char *ngx_http_presence_ua(ngx_http_presence_zone_t *zone,
+    uint32_t off, size_t *len);
+static u_char *ngx_http_presence_profile(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_user_t *user, ngx_uint_t field, ssize_t *len);
+static void ngx_http_presence_set_profile(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_user_t *user, ngx_str_t *fields, time_t now);
+static void ngx_http_presence_copy_session(ngx_http_presence_zone_t *zone,
+    uint32_t i, ngx_http_presence_session_info_t *row);
+static ngx_uint_t ngx_http_presence_take(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_batch_t *batch, uint32_t i);
+static void ngx_http_presence_sweep(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_batch_t *batch);
+static ngx_http_presence_shm_t *ngx_http_presence_store_lock(
+    ngx_http_presence_zone_t *zone, ngx_log_t *log);
+static void ngx_http_presence_counts(ngx_http_presence_zone_t *zone,
+    time_t *thresholds, ngx_http_presence_counts_t *counts);
 static ngx_int_t ngx_http_presence_layout(ngx_http_presence_zone_t *zone,
     ngx_str_t *name, ngx_log_t *log);
 static void ngx_http_presence_bit_add(int32_t *bit, int64_t t,
@@ -309,7 +526,7 @@ ngx_http_presence_layout(ngx_http_presence_zone_t *zone, ngx_str_t *name,
 
     shpool->log_nomem = 0;
 
-    bits = (NGX_HTTP_PRESENCE_WINDOW + 1) * sizeof(int32_t);
+    bits = (NGX_HTTP_PRESENCE_DAY + 1) * sizeof(int32_t);
 
     sh->users_bit = ngx_slab_calloc_locked(shpool, bits);
     sh->sessions_bit = ngx_slab_calloc_locked(shpool, bits);
@@ -416,7 +633,7 @@ small:
  * trusted, so the zone starts afresh.
  */
 
-void
+static void
 ngx_http_presence_lock(ngx_http_presence_zone_t *zone, ngx_log_t *log)
 {
     ngx_pid_t         pid;
@@ -453,22 +670,22 @@ ngx_http_presence_lock(ngx_http_presence_zone_t *zone, ngx_log_t *log)
 }
 
 
-void
+static void
 ngx_http_presence_unlock(ngx_http_presence_zone_t *zone)
 {
     ngx_shmtx_unlock(&zone->shpool->mutex);
 }
 
 
-/* Fenwick trees over the seconds of the window, indexed 1..WINDOW */
+/* Fenwick trees over the seconds of the day, indexed 1..DAY */
 
 static void
 ngx_http_presence_bit_add(int32_t *bit, int64_t t, int32_t delta)
 {
     ngx_uint_t  i;
 
-    for (i = t % NGX_HTTP_PRESENCE_WINDOW + 1;
-         i <= NGX_HTTP_PRESENCE_WINDOW;
+    for (i = t % NGX_HTTP_PRESENCE_DAY + 1;
+         i <= NGX_HTTP_PRESENCE_DAY;
          i += i & -i)
     {
         bit[i] += delta;
@@ -501,7 +718,7 @@ ngx_http_presence_bit_move(ngx_http_presence_shm_t *sh, int32_t *bit,
         return;
     }
 
-    if (from > sh->clock - NGX_HTTP_PRESENCE_WINDOW) {
+    if (from > sh->clock - NGX_HTTP_PRESENCE_DAY) {
         ngx_http_presence_bit_add(bit, from, -1);
     }
 
@@ -513,7 +730,7 @@ ngx_http_presence_bit_move(ngx_http_presence_shm_t *sh, int32_t *bit,
 
 /* the clock moves on: the slots of seconds a day old are emptied */
 
-void
+static void
 ngx_http_presence_advance(ngx_http_presence_zone_t *zone, time_t now)
 {
     int64_t                   t, v;
@@ -526,17 +743,17 @@ ngx_http_presence_advance(ngx_http_presence_zone_t *zone, time_t now)
         return;
     }
 
-    if (now - sh->clock >= NGX_HTTP_PRESENCE_WINDOW) {
+    if (now - sh->clock >= NGX_HTTP_PRESENCE_DAY) {
         ngx_memzero(sh->users_bit,
-                    (NGX_HTTP_PRESENCE_WINDOW + 1) * sizeof(int32_t));
+                    (NGX_HTTP_PRESENCE_DAY + 1) * sizeof(int32_t));
         ngx_memzero(sh->sessions_bit,
-                    (NGX_HTTP_PRESENCE_WINDOW + 1) * sizeof(int32_t));
+                    (NGX_HTTP_PRESENCE_DAY + 1) * sizeof(int32_t));
         sh->clock = now;
         return;
     }
 
     for (t = sh->clock + 1; t <= now; t++) {
-        i = t % NGX_HTTP_PRESENCE_WINDOW + 1;
+        i = t % NGX_HTTP_PRESENCE_DAY + 1;
 
         v = ngx_http_presence_bit_sum(sh->users_bit, i)
             - ngx_http_presence_bit_sum(sh->users_bit, i - 1);
@@ -557,7 +774,7 @@ ngx_http_presence_advance(ngx_http_presence_zone_t *zone, time_t now)
 
 /* users (or sessions) whose latest activity is within "seconds" of now */
 
-ngx_uint_t
+static ngx_uint_t
 ngx_http_presence_count(ngx_http_presence_zone_t *zone, time_t seconds,
     ngx_uint_t sessions)
 {
@@ -573,22 +790,22 @@ ngx_http_presence_count(ngx_http_presence_zone_t *zone, time_t seconds,
         return 0;
     }
 
-    if (seconds > NGX_HTTP_PRESENCE_WINDOW) {
-        seconds = NGX_HTTP_PRESENCE_WINDOW;
+    if (seconds > NGX_HTTP_PRESENCE_DAY) {
+        seconds = NGX_HTTP_PRESENCE_DAY;
     }
 
     to = sh->clock;
     from = to - seconds + 1;
 
-    a = from % NGX_HTTP_PRESENCE_WINDOW + 1;
-    b = to % NGX_HTTP_PRESENCE_WINDOW + 1;
+    a = from % NGX_HTTP_PRESENCE_DAY + 1;
+    b = to % NGX_HTTP_PRESENCE_DAY + 1;
 
     if (a <= b) {
         sum = ngx_http_presence_bit_sum(bit, b)
               - ngx_http_presence_bit_sum(bit, a - 1);
 
     } else {
-        sum = ngx_http_presence_bit_sum(bit, NGX_HTTP_PRESENCE_WINDOW)
+        sum = ngx_http_presence_bit_sum(bit, NGX_HTTP_PRESENCE_DAY)
               - ngx_http_presence_bit_sum(bit, a - 1)
               + ngx_http_presence_bit_sum(bit, b);
     }
@@ -599,7 +816,7 @@ ngx_http_presence_count(ngx_http_presence_zone_t *zone, time_t seconds,
 
 /* today's hourly peak of online users, sampled now */
 
-void
+static void
 ngx_http_presence_sample_peak(ngx_http_presence_zone_t *zone, time_t online)
 {
     int64_t                   day;
@@ -607,14 +824,14 @@ ngx_http_presence_sample_peak(ngx_http_presence_zone_t *zone, time_t online)
     ngx_http_presence_shm_t  *sh;
 
     sh = zone->sh;
-    day = sh->clock / 86400;
+    day = sh->clock / NGX_HTTP_PRESENCE_DAY;
 
     if (day != sh->peak_day) {
         ngx_memzero(sh->peak, sizeof(sh->peak));
         sh->peak_day = day;
     }
 
-    hour = (sh->clock % 86400) / 3600;
+    hour = (sh->clock % NGX_HTTP_PRESENCE_DAY) / NGX_HTTP_PRESENCE_HOUR;
     n = ngx_http_presence_count(zone, online, 0);
 
     if (n > sh->peak[hour]) {
@@ -653,7 +870,7 @@ ngx_http_presence_find_session(ngx_http_presence_shm_t *sh, u_char *id)
     i = sh->session_hash[ngx_http_presence_session_bucket(sh, id)];
 
     while (i != NGX_HTTP_PRESENCE_NIL) {
-        if (ngx_memcmp(sh->sessions[i].id, id, 32) == 0) {
+        if (ngx_memcmp(sh->sessions[i].id, id, NGX_HTTP_PRESENCE_ID_LEN) == 0) {
             return i;
         }
 
@@ -664,7 +881,7 @@ ngx_http_presence_find_session(ngx_http_presence_shm_t *sh, u_char *id)
 }
 
 
-ngx_http_presence_user_t *
+static ngx_http_presence_user_t *
 ngx_http_presence_find_user(ngx_http_presence_zone_t *zone, int64_t user_id)
 {
     uint32_t                  i;
@@ -686,29 +903,11 @@ ngx_http_presence_find_user(ngx_http_presence_zone_t *zone, int64_t user_id)
 }
 
 
-ngx_int_t
+static ngx_int_t
 ngx_http_presence_expired(ngx_http_presence_session_t *s, time_t now,
     time_t timeout)
 {
     return now - s->last_ms / 1000 > timeout || now - timeout > s->exp;
-}
-
-
-/* records activity: the only thing the request path does under the lock */
-
-void
-ngx_http_presence_touch(ngx_http_presence_zone_t *zone,
-    ngx_http_presence_activity_t *act, time_t timeout, ngx_log_t *log)
-{
-    ngx_http_presence_lock(zone, log);
-
-    ngx_http_presence_advance(zone, act->now_ms / 1000);
-
-    zone->sh->writer = ngx_pid;
-    ngx_http_presence_record(zone, act, timeout, log, 0);
-    zone->sh->writer = 0;
-
-    ngx_http_presence_unlock(zone);
 }
 
 
@@ -718,7 +917,7 @@ ngx_http_presence_touch(ngx_http_presence_zone_t *zone,
  * keeps its own time, is placed in order, and is never written back.
  */
 
-void
+static void
 ngx_http_presence_record(ngx_http_presence_zone_t *zone,
     ngx_http_presence_activity_t *act, time_t timeout, ngx_log_t *log,
     ngx_uint_t remote)
@@ -741,7 +940,7 @@ ngx_http_presence_record(ngx_http_presence_zone_t *zone,
 
         now_ms = ngx_min(act->now_ms, sh->clock * 1000 + 999);
 
-        if (now_ms / 1000 <= sh->clock - NGX_HTTP_PRESENCE_WINDOW) {
+        if (now_ms / 1000 <= sh->clock - NGX_HTTP_PRESENCE_DAY) {
             return;
         }
 
@@ -808,7 +1007,7 @@ ngx_http_presence_record(ngx_http_presence_zone_t *zone,
 
     s = &sh->sessions[i];
 
-    ngx_memcpy(s->id, act->id, 32);
+    ngx_memcpy(s->id, act->id, NGX_HTTP_PRESENCE_ID_LEN);
     s->user_id = act->user_id;
     s->created_ms = (remote && act->created_ms) ? act->created_ms : now_ms;
     s->last_ms = now_ms;
@@ -862,7 +1061,7 @@ user:
 
 /* another node deactivated a session: it goes unless ours is newer */
 
-void
+static void
 ngx_http_presence_forget(ngx_http_presence_zone_t *zone, u_char *id,
     int64_t last_ms)
 {
@@ -914,7 +1113,7 @@ ngx_http_presence_update(ngx_http_presence_zone_t *zone,
 }
 
 
-void
+static void
 ngx_http_presence_ring_add(ngx_http_presence_shm_t *sh, uint32_t i)
 {
     if (sh->ring_tail - sh->ring_head >= sh->nring) {
@@ -1058,7 +1257,7 @@ ngx_http_presence_free_session(ngx_http_presence_zone_t *zone, uint32_t i)
 
     ngx_http_presence_lru_unlink(sh, i);
 
-    if (s->last_ms / 1000 > sh->clock - NGX_HTTP_PRESENCE_WINDOW) {
+    if (s->last_ms / 1000 > sh->clock - NGX_HTTP_PRESENCE_DAY) {
         ngx_http_presence_bit_add(sh->sessions_bit, s->last_ms / 1000, -1);
     }
 
@@ -1112,7 +1311,7 @@ ngx_http_presence_free_user(ngx_http_presence_zone_t *zone, uint32_t i)
 
     ngx_http_presence_q_unlink(sh, i);
 
-    if (user->last_ms / 1000 > sh->clock - NGX_HTTP_PRESENCE_WINDOW) {
+    if (user->last_ms / 1000 > sh->clock - NGX_HTTP_PRESENCE_DAY) {
         ngx_http_presence_bit_add(sh->users_bit, user->last_ms / 1000, -1);
     }
 
@@ -1132,7 +1331,7 @@ ngx_http_presence_free_user(ngx_http_presence_zone_t *zone, uint32_t i)
 
 /* expires up to "limit" sessions from the least recently active end */
 
-ngx_uint_t
+static ngx_uint_t
 ngx_http_presence_expire(ngx_http_presence_zone_t *zone, time_t timeout,
     ngx_uint_t limit, ngx_uint_t *more)
 {
@@ -1371,7 +1570,7 @@ ngx_http_presence_ua_put(ngx_http_presence_zone_t *zone, uint32_t off)
 }
 
 
-u_char *
+static u_char *
 ngx_http_presence_ua(ngx_http_presence_zone_t *zone, uint32_t off,
     size_t *len)
 {
@@ -1391,7 +1590,7 @@ ngx_http_presence_ua(ngx_http_presence_zone_t *zone, uint32_t off,
 
 /* profiles: three strings in one slab allocation */
 
-u_char *
+static u_char *
 ngx_http_presence_profile(ngx_http_presence_zone_t *zone,
     ngx_http_presence_user_t *user, ngx_uint_t field, ssize_t *len)
 {
@@ -1419,7 +1618,7 @@ ngx_http_presence_profile(ngx_http_presence_zone_t *zone,
 }
 
 
-void
+static void
 ngx_http_presence_set_profile(ngx_http_presence_zone_t *zone,
     ngx_http_presence_user_t *user, ngx_str_t *fields, time_t now)
 {
@@ -1446,7 +1645,7 @@ ngx_http_presence_set_profile(ngx_http_presence_zone_t *zone,
 
     size = offsetof(ngx_http_presence_profile_t, data);
 
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < NGX_HTTP_PRESENCE_PROFILE_FIELDS; i++) {
         size += (fields[i].data ? fields[i].len : 0);
     }
 
@@ -1458,7 +1657,7 @@ ngx_http_presence_set_profile(ngx_http_presence_zone_t *zone,
 
     p = profile->data;
 
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < NGX_HTTP_PRESENCE_PROFILE_FIELDS; i++) {
         if (fields[i].data == NULL) {
             profile->len[i] = -1;
             continue;
@@ -1469,4 +1668,913 @@ ngx_http_presence_set_profile(ngx_http_presence_zone_t *zone,
     }
 
     user->profile = ngx_http_presence_off(zone->shpool, profile);
+}
+
+
+/* the operations: each takes the lock and moves the clock to now */
+
+static ngx_http_presence_shm_t *
+ngx_http_presence_store_lock(ngx_http_presence_zone_t *zone, ngx_log_t *log)
+{
+    ngx_http_presence_lock(zone, log);
+    ngx_http_presence_advance(zone, ngx_time());
+
+    return zone->sh;
+}
+
+
+ngx_str_t *
+ngx_http_presence_store_name(ngx_http_presence_zone_t *zone)
+{
+    return &zone->name;
+}
+
+
+/* records activity: the only thing the request path does under the lock */
+
+void
+ngx_http_presence_store_touch(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_activity_t *act, time_t timeout, ngx_log_t *log)
+{
+    ngx_http_presence_lock(zone, log);
+
+    ngx_http_presence_advance(zone, act->now_ms / 1000);
+
+    zone->sh->writer = ngx_pid;
+    ngx_http_presence_record(zone, act, timeout, log, 0);
+    zone->sh->writer = 0;
+
+    ngx_http_presence_unlock(zone);
+}
+
+
+/* the request path's counters: each worker its own cache line, no lock */
+
+#define ngx_http_presence_counter(sh)                                         \
+    (&(sh)->counters[(ngx_worker == NGX_INVALID_ARRAY_INDEX ? 0 : ngx_worker) \
+                     % NGX_HTTP_PRESENCE_SLOTS])
+
+
+void
+ngx_http_presence_store_count_request(ngx_http_presence_zone_t *zone,
+    ngx_uint_t status)
+{
+    ngx_http_presence_counters_t  *counter;
+
+    if (status > NGX_HTTP_PRESENCE_JWT_STATUSES) {
+        return;
+    }
+
+    counter = ngx_http_presence_counter(zone->sh);
+    (void) ngx_atomic_fetch_add(&counter->requests[status], 1);
+}
+
+
+void
+ngx_http_presence_store_count_cache(ngx_http_presence_zone_t *zone,
+    ngx_uint_t hit)
+{
+    ngx_http_presence_counters_t  *counter;
+
+    counter = ngx_http_presence_counter(zone->sh);
+
+    if (hit) {
+        (void) ngx_atomic_fetch_add(&counter->cache_hits, 1);
+
+    } else {
+        (void) ngx_atomic_fetch_add(&counter->cache_misses, 1);
+    }
+}
+
+
+/*
+ * Every second, in every worker: the clock moves on (so counts age with
+ * no traffic), the hour's peak is sampled and, once per cleanup interval
+ * across workers, expired sessions are freed from the least recently
+ * active end, a slice at a time.  Returns whether a slice is left.
+ */
+
+ngx_uint_t
+ngx_http_presence_store_tick(ngx_http_presence_zone_t *zone, time_t online,
+    time_t timeout, ngx_msec_t cleanup_interval, ngx_log_t *log)
+{
+    time_t                    now;
+    ngx_uint_t                more;
+    ngx_http_presence_shm_t  *sh;
+
+    now = ngx_time();
+    more = 0;
+
+    sh = ngx_http_presence_store_lock(zone, log);
+
+    ngx_http_presence_sample_peak(zone, online);
+
+    if (now >= sh->next_sweep) {
+        (void) ngx_http_presence_expire(zone, timeout,
+                                        NGX_HTTP_PRESENCE_EXPIRE_SLICE,
+                                        &more);
+        if (!more) {
+            sh->next_sweep = now + ngx_max(cleanup_interval / 1000, 1);
+        }
+    }
+
+    ngx_http_presence_unlock(zone);
+
+    return more;
+}
+
+
+ngx_uint_t
+ngx_http_presence_store_online(ngx_http_presence_zone_t *zone,
+    time_t seconds, ngx_log_t *log)
+{
+    ngx_uint_t  n;
+
+    (void) ngx_http_presence_store_lock(zone, log);
+    n = ngx_http_presence_count(zone, seconds, 0);
+    ngx_http_presence_unlock(zone);
+
+    return n;
+}
+
+
+/* under the lock: the three thresholds, sessions and today's peak */
+
+static void
+ngx_http_presence_counts(ngx_http_presence_zone_t *zone, time_t *thresholds,
+    ngx_http_presence_counts_t *counts)
+{
+    ngx_uint_t                h;
+    ngx_http_presence_shm_t  *sh;
+
+    sh = zone->sh;
+
+    ngx_http_presence_sample_peak(zone,
+                                  thresholds[NGX_HTTP_PRESENCE_ONLINE]);
+
+    for (h = 0; h < NGX_HTTP_PRESENCE_THRESHOLDS; h++) {
+        counts->users[h] = ngx_http_presence_count(zone, thresholds[h], 0);
+    }
+
+    counts->sessions = ngx_http_presence_count(zone,
+                                      thresholds[NGX_HTTP_PRESENCE_ONLINE], 1);
+
+    counts->peak = 0;
+    counts->peak_hour = -1;
+
+    for (h = 0; h < NGX_HTTP_PRESENCE_HOURS; h++) {
+        if (sh->peak[h] > counts->peak) {
+            counts->peak = sh->peak[h];
+            counts->peak_hour = h;
+        }
+    }
+}
+
+
+void
+ngx_http_presence_store_counts(ngx_http_presence_zone_t *zone,
+    time_t *thresholds, ngx_http_presence_counts_t *counts, ngx_log_t *log)
+{
+    (void) ngx_http_presence_store_lock(zone, log);
+    ngx_http_presence_counts(zone, thresholds, counts);
+    ngx_http_presence_unlock(zone);
+}
+
+
+/*
+ * A page of the users queue, most recent first: the first "total" users
+ * of the queue are exactly those within the threshold.  Profiles are
+ * copied into the caller's area.
+ */
+
+void
+ngx_http_presence_store_page(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_page_t *page, ngx_log_t *log)
+{
+    u_char                         *p, *area;
+    time_t                          cutoff;
+    uint32_t                        i, j;
+    ngx_uint_t                      k, f;
+    ngx_http_presence_shm_t        *sh;
+    ngx_http_presence_user_t       *user;
+    ngx_http_presence_session_t    *s;
+    ngx_http_presence_user_info_t  *row;
+
+    area = page->area;
+    page->nusers = 0;
+
+    sh = ngx_http_presence_store_lock(zone, log);
+
+    page->now = sh->clock;
+    cutoff = page->now - page->threshold;
+    page->total = ngx_http_presence_count(zone, page->threshold, 0);
+
+    i = sh->q_head;
+
+    for (k = 0; k < page->offset && k < page->total; k++) {
+        i = sh->users[i].q_next;
+    }
+
+    for ( /* void */ ; k < page->total && page->nusers < page->limit; k++) {
+        user = &sh->users[i];
+        row = &page->users[page->nusers];
+
+        row->user_id = user->user_id;
+        row->last_ms = user->last_ms;
+        row->order = page->nusers;
+        row->sessions = 0;
+
+        for (f = 0; f < NGX_HTTP_PRESENCE_PROFILE_FIELDS; f++) {
+            p = ngx_http_presence_profile(zone, user, f, &row->len[f]);
+            row->profile[f] = area;
+
+            if (row->len[f] > 0) {
+                if (row->len[f] > page->area_end - area) {
+                    row->len[f] = -1;       /* copied next time */
+                    continue;
+                }
+
+                area = ngx_cpymem(area, p, row->len[f]);
+            }
+        }
+
+        for (j = user->sessions; j != NGX_HTTP_PRESENCE_NIL;
+             j = s->user_next)
+        {
+            s = &sh->sessions[j];
+
+            if (s->last_ms / 1000 > cutoff
+                && !ngx_http_presence_expired(s, page->now, page->timeout))
+            {
+                row->sessions++;
+            }
+        }
+
+        page->nusers++;
+        i = user->q_next;
+    }
+
+    ngx_http_presence_unlock(zone);
+
+    page->area = area;
+}
+
+
+/* how many sessions a user has: the room sessions() needs */
+
+ngx_uint_t
+ngx_http_presence_store_nsessions(ngx_http_presence_zone_t *zone,
+    int64_t user_id, ngx_log_t *log)
+{
+    ngx_uint_t                 n;
+    ngx_http_presence_user_t  *user;
+
+    ngx_http_presence_lock(zone, log);
+    user = ngx_http_presence_find_user(zone, user_id);
+    n = user ? user->nsessions : 0;
+    ngx_http_presence_unlock(zone);
+
+    return n;
+}
+
+
+/* a user's sessions that have not expired, at most "max" */
+
+ngx_uint_t
+ngx_http_presence_store_sessions(ngx_http_presence_zone_t *zone,
+    int64_t user_id, time_t timeout, ngx_http_presence_session_info_t *rows,
+    ngx_uint_t max, ngx_log_t *log)
+{
+    uint32_t                      j;
+    ngx_uint_t                    n;
+    ngx_http_presence_shm_t      *sh;
+    ngx_http_presence_user_t     *user;
+    ngx_http_presence_session_t  *s;
+
+    n = 0;
+
+    sh = ngx_http_presence_store_lock(zone, log);
+
+    user = ngx_http_presence_find_user(zone, user_id);
+
+    for (j = user ? user->sessions : NGX_HTTP_PRESENCE_NIL;
+         j != NGX_HTTP_PRESENCE_NIL && n < max;
+         j = s->user_next)
+    {
+        s = &sh->sessions[j];
+
+        if (ngx_http_presence_expired(s, sh->clock, timeout)) {
+            continue;
+        }
+
+        ngx_http_presence_copy_session(zone, j, &rows[n++]);
+    }
+
+    ngx_http_presence_unlock(zone);
+
+    return n;
+}
+
+
+static void
+ngx_http_presence_copy_session(ngx_http_presence_zone_t *zone, uint32_t i,
+    ngx_http_presence_session_info_t *row)
+{
+    size_t                        len;
+    u_char                       *ua;
+    ngx_http_presence_session_t  *s;
+
+    s = &zone->sh->sessions[i];
+
+    row->index = i;
+    ngx_memcpy(row->id, s->id, NGX_HTTP_PRESENCE_ID_LEN);
+    row->user_id = s->user_id;
+    row->created_ms = s->created_ms;
+    row->last_ms = s->last_ms;
+    row->exp = s->exp;
+    ngx_memcpy(row->addr, s->addr, sizeof(row->addr));
+    row->family = s->family;
+
+    ua = ngx_http_presence_ua(zone, s->ua, &len);
+    row->ua_len = (uint16_t) len;
+
+    if (len) {
+        ngx_memcpy(row->ua, ua, len);
+    }
+}
+
+
+/* the latest activity of each id, -1 when unknown; returns the clock */
+
+time_t
+ngx_http_presence_store_last_seen(ngx_http_presence_zone_t *zone,
+    int64_t *ids, ngx_uint_t n, int64_t *last, ngx_log_t *log)
+{
+    time_t                     now;
+    ngx_uint_t                 i;
+    ngx_http_presence_user_t  *user;
+
+    now = ngx_http_presence_store_lock(zone, log)->clock;
+
+    for (i = 0; i < n; i++) {
+        user = ngx_http_presence_find_user(zone, ids[i]);
+        last[i] = user ? user->last_ms : -1;
+    }
+
+    ngx_http_presence_unlock(zone);
+
+    return now;
+}
+
+
+/*
+ * Expires now, a slice at a time so that requests are not held up, and
+ * asks the flusher to apply the same rule to the table.
+ */
+
+ngx_uint_t
+ngx_http_presence_store_cleanup(ngx_http_presence_zone_t *zone,
+    time_t timeout, ngx_log_t *log)
+{
+    ngx_uint_t                n, more;
+    ngx_http_presence_shm_t  *sh;
+
+    n = 0;
+
+    do {
+        sh = ngx_http_presence_store_lock(zone, log);
+
+        n += ngx_http_presence_expire(zone, timeout,
+                                      NGX_HTTP_PRESENCE_EXPIRE_SLICE, &more);
+        sh->cleanup_requested++;
+
+        ngx_http_presence_unlock(zone);
+
+    } while (more);
+
+    return n;
+}
+
+
+void
+ngx_http_presence_store_stats(ngx_http_presence_zone_t *zone,
+    time_t *thresholds, ngx_http_presence_store_stats_t *st, ngx_log_t *log)
+{
+    ngx_uint_t                  h, i;
+    ngx_slab_pool_t            *shpool;
+    ngx_http_presence_shm_t    *sh;
+    ngx_http_presence_counts_t  counts;
+
+    ngx_memzero(st, sizeof(ngx_http_presence_store_stats_t));
+
+    shpool = zone->shpool;
+
+    sh = ngx_http_presence_store_lock(zone, log);
+
+    ngx_http_presence_counts(zone, thresholds, &counts);
+
+    for (i = 0; i < NGX_HTTP_PRESENCE_THRESHOLDS; i++) {
+        st->online[i] = counts.users[i];
+    }
+
+    st->active_sessions = counts.sessions;
+    st->peak = counts.peak;
+
+    for (h = 0; h < NGX_HTTP_PRESENCE_SLOTS; h++) {
+        for (i = 0; i < NGX_HTTP_PRESENCE_JWT_STATUSES; i++) {
+            st->requests[i] += sh->counters[h].requests[i + 1];
+        }
+
+        st->cache_hits += sh->counters[h].cache_hits;
+        st->cache_misses += sh->counters[h].cache_misses;
+    }
+
+    st->zone_bytes = shpool->end - (u_char *) shpool;
+    st->zone_free = shpool->pfree * ngx_pagesize;
+    st->sessions = sh->sessions_used;
+    st->sessions_capacity = sh->nsessions;
+    st->users = sh->users_used;
+    st->users_capacity = sh->nusers;
+    st->evictions = sh->evictions;
+    st->expired = sh->expired;
+    st->ring_depth = sh->ring_tail - sh->ring_head;
+    st->ring_size = sh->nring;
+    st->ring_overflows = sh->ring_overflows;
+    st->ua_failures = sh->ua_failures;
+    st->profile_failures = sh->profile_failures;
+    st->resets = sh->resets;
+    st->batches = sh->flush_batches;
+    st->statements = sh->flush_statements;
+    st->rows = sh->flush_rows;
+    st->errors = sh->flush_errors;
+    st->missing = sh->flush_missing_users;
+    st->deactivated = sh->flush_deactivated;
+    st->last_ok = sh->flush_last_ok;
+    st->connected = sh->db_connected;
+    st->flusher_pid = sh->lease_pid;
+
+    ngx_http_presence_unlock(zone);
+}
+
+
+/*
+ * The flusher's lease: renewed by its holder (NGX_OK), taken when free,
+ * when its heartbeat is older than "stale", or when its holder is gone
+ * (NGX_DONE, lease->previous says who had it), else NGX_DECLINED.
+ */
+
+ngx_int_t
+ngx_http_presence_store_lease(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_lease_t *lease, ngx_log_t *log)
+{
+    ngx_int_t                 rc;
+    ngx_pid_t                 pid;
+    ngx_msec_t                now;
+    ngx_http_presence_shm_t  *sh;
+
+    sh = ngx_http_presence_store_lock(zone, log);
+
+    now = ngx_current_msec;
+    pid = sh->lease_pid;
+    rc = NGX_DECLINED;
+
+    if (pid == ngx_pid && sh->lease_gen == lease->gen && lease->owner) {
+        sh->lease_beat = now;
+        sh->db_connected = lease->connected;
+        rc = NGX_OK;
+
+    } else if (pid == 0
+               || (ngx_msec_int_t) (now - sh->lease_beat)
+                  > (ngx_msec_int_t) lease->stale
+               || (pid != ngx_pid && kill(pid, 0) == -1 && errno == ESRCH))
+    {
+        sh->lease_pid = ngx_pid;
+        sh->lease_gen++;
+        sh->lease_beat = now;
+        sh->db_connected = 0;
+
+        lease->gen = sh->lease_gen;
+        lease->owner = 1;
+        lease->previous = pid;
+        rc = NGX_DONE;
+    }
+
+    ngx_http_presence_unlock(zone);
+
+    return rc;
+}
+
+
+void
+ngx_http_presence_store_release(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_lease_t *lease, ngx_log_t *log)
+{
+    ngx_http_presence_shm_t  *sh;
+
+    sh = ngx_http_presence_store_lock(zone, log);
+
+    if (sh->lease_pid == ngx_pid && sh->lease_gen == lease->gen) {
+        sh->lease_pid = 0;
+        sh->db_connected = 0;
+    }
+
+    ngx_http_presence_unlock(zone);
+
+    lease->owner = 0;
+}
+
+
+void
+ngx_http_presence_store_connected(ngx_http_presence_zone_t *zone,
+    ngx_uint_t connected, ngx_log_t *log)
+{
+    ngx_http_presence_store_lock(zone, log)->db_connected = connected;
+    ngx_http_presence_unlock(zone);
+}
+
+
+/*
+ * The changed sessions, copied out: from the ring and, after an overflow,
+ * from a slice of the session array; whether cleanup was asked for, and
+ * this hour's peak.  Ring entries stay until the batch is written.
+ */
+
+void
+ngx_http_presence_store_drain(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_batch_t *batch, time_t online, ngx_log_t *log)
+{
+    uint32_t                  i;
+    uint64_t                  head;
+    ngx_http_presence_shm_t  *sh;
+
+    ngx_memset(batch->seen, 0xff, 2 * batch->max * sizeof(uint32_t));
+    batch->nrows = 0;
+
+    sh = ngx_http_presence_store_lock(zone, log);
+
+    batch->resets = sh->resets;
+
+    head = sh->ring_head;
+
+    while (head < sh->ring_tail && batch->nrows < batch->max) {
+        i = sh->ring[head++ % sh->nring];
+
+        if (!(sh->sessions[i].flags & NGX_HTTP_PRESENCE_IN_RING)) {
+            continue;
+        }
+
+        if (!ngx_http_presence_take(zone, batch, i)) {
+            sh->sessions[i].flags &= ~NGX_HTTP_PRESENCE_IN_RING;
+        }
+    }
+
+    batch->ring_head = head;
+
+    if (sh->ring_overflow && batch->nrows < batch->max) {
+        ngx_http_presence_sweep(zone, batch);
+    }
+
+    batch->cleanup_requested = sh->cleanup_requested;
+
+    ngx_http_presence_sample_peak(zone, online);
+
+    batch->peak_day = sh->peak_day;
+    batch->peak_hour = (sh->clock % NGX_HTTP_PRESENCE_DAY)
+                       / NGX_HTTP_PRESENCE_HOUR;
+    batch->peak = sh->peak[batch->peak_hour];
+
+    ngx_http_presence_unlock(zone);
+}
+
+
+/* after an overflow, the changed sessions not in the ring, a slice a time */
+
+static void
+ngx_http_presence_sweep(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_batch_t *batch)
+{
+    uint32_t                  i, end;
+    ngx_uint_t                scanned;
+    ngx_http_presence_shm_t  *sh;
+
+    sh = zone->sh;
+
+    if (sh->sweep_cursor == 0) {
+        sh->sweep_mark = sh->ring_overflows;
+    }
+
+    i = sh->sweep_cursor;
+    end = sh->nsessions;
+
+    for (scanned = 0;
+         i < end && scanned < NGX_HTTP_PRESENCE_SWEEP_STEP
+         && batch->nrows < batch->max;
+         i++, scanned++)
+    {
+        if (sh->sessions[i].user != NGX_HTTP_PRESENCE_NIL
+            && !(sh->sessions[i].flags & NGX_HTTP_PRESENCE_IN_RING))
+        {
+            (void) ngx_http_presence_take(zone, batch, i);
+        }
+    }
+
+    if (i == end) {
+        i = 0;
+
+        if (sh->sweep_mark == sh->ring_overflows) {
+            sh->ring_overflow = 0;
+        }
+    }
+
+    sh->sweep_cursor = i;
+}
+
+
+/* a changed session into the batch, once */
+
+static ngx_uint_t
+ngx_http_presence_take(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_batch_t *batch, uint32_t i)
+{
+    ngx_uint_t                    h, size;
+    ngx_http_presence_session_t  *s;
+
+    s = &zone->sh->sessions[i];
+
+    if (s->user == NGX_HTTP_PRESENCE_NIL || s->last_ms <= s->flushed_ms) {
+        return 0;
+    }
+
+    size = 2 * batch->max;
+
+    for (h = i % size;
+         batch->seen[h] != NGX_HTTP_PRESENCE_NIL;
+         h = (h + 1) % size)
+    {
+        if (batch->seen[h] == i) {
+            return 1;
+        }
+    }
+
+    batch->seen[h] = i;
+
+    ngx_http_presence_copy_session(zone, i, &batch->rows[batch->nrows++]);
+
+    return 1;
+}
+
+
+/*
+ * The batch's statement is over.  When it succeeded its sessions are
+ * marked written now (those that moved on meanwhile go back into the
+ * ring), else they stay in the ring for the next try.  Returns NGX_ERROR
+ * (it failed), NGX_DECLINED (the zone started afresh meanwhile), NGX_AGAIN
+ * (written, and the ring holds more than one batch took) or NGX_OK.
+ */
+
+ngx_int_t
+ngx_http_presence_store_written(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_batch_t *batch, ngx_http_presence_written_t *w,
+    ngx_log_t *log)
+{
+    ngx_int_t                          rc;
+    ngx_uint_t                         k;
+    ngx_http_presence_shm_t           *sh;
+    ngx_http_presence_session_t       *s;
+    ngx_http_presence_session_info_t  *row;
+
+    sh = ngx_http_presence_store_lock(zone, log);
+
+    if (!w->ok) {
+        sh->flush_errors++;
+        rc = NGX_ERROR;
+        goto done;
+    }
+
+    sh->flush_statements++;
+
+    if (sh->resets != batch->resets) {
+        rc = NGX_DECLINED;
+        goto done;
+    }
+
+    for (k = 0; k < batch->nrows; k++) {
+        row = &batch->rows[k];
+        s = &sh->sessions[row->index];
+
+        if (s->user == NGX_HTTP_PRESENCE_NIL
+            || ngx_memcmp(s->id, row->id, NGX_HTTP_PRESENCE_ID_LEN) != 0)
+        {
+            continue;
+        }
+
+        s->flushed_ms = ngx_max(s->flushed_ms, row->last_ms);
+        s->flags &= ~NGX_HTTP_PRESENCE_IN_RING;
+
+        if (s->last_ms > s->flushed_ms) {
+            ngx_http_presence_ring_add(sh, row->index);
+        }
+    }
+
+    if (batch->ring_head > sh->ring_head) {
+        sh->ring_head = batch->ring_head;
+    }
+
+    if (batch->nrows) {
+        sh->flush_batches++;
+    }
+
+    sh->flush_rows += w->rows;
+    sh->flush_missing_users += w->missing;
+    sh->flush_deactivated += w->deactivated;
+    sh->flush_last_ok = ngx_time();
+
+    if (w->cleanup && sh->cleanup_requested == batch->cleanup_requested) {
+        sh->cleanup_requested = 0;
+    }
+
+    rc = ((sh->ring_tail > sh->ring_head || sh->ring_overflow)
+          && batch->nrows == batch->max) ? NGX_AGAIN : NGX_OK;
+
+done:
+
+    ngx_http_presence_unlock(zone);
+
+    return rc;
+}
+
+
+uint64_t
+ngx_http_presence_store_ring_depth(ngx_http_presence_zone_t *zone,
+    ngx_log_t *log)
+{
+    uint64_t                  depth;
+    ngx_http_presence_shm_t  *sh;
+
+    sh = ngx_http_presence_store_lock(zone, log);
+    depth = sh->ring_tail - sh->ring_head;
+    ngx_http_presence_unlock(zone);
+
+    return depth;
+}
+
+
+/* today's peaks from PostgreSQL (0: none): the highest of each hour wins */
+
+void
+ngx_http_presence_store_merge_peaks(ngx_http_presence_zone_t *zone,
+    time_t online, uint32_t *peaks, ngx_log_t *log)
+{
+    ngx_uint_t                h;
+    ngx_http_presence_shm_t  *sh;
+
+    sh = ngx_http_presence_store_lock(zone, log);
+
+    ngx_http_presence_sample_peak(zone, online);
+
+    for (h = 0; h < NGX_HTTP_PRESENCE_HOURS; h++) {
+        if (peaks[h] > sh->peak[h]) {
+            sh->peak[h] = peaks[h];
+        }
+    }
+
+    ngx_http_presence_unlock(zone);
+}
+
+
+int64_t
+ngx_http_presence_store_watermark(ngx_http_presence_zone_t *zone,
+    ngx_log_t *log)
+{
+    int64_t  wm;
+
+    wm = ngx_http_presence_store_lock(zone, log)->pull_watermark;
+    ngx_http_presence_unlock(zone);
+
+    return wm;
+}
+
+
+/*
+ * Rows of other nodes, merged in one hold of the lock: each is recorded
+ * as remote activity (never written back) or forgotten, as "row" says;
+ * the pull's watermark moves to "watermark" when that is later.
+ */
+
+void
+ngx_http_presence_store_merge(ngx_http_presence_zone_t *zone,
+    time_t timeout, ngx_http_presence_row_pt row, void *data, ngx_uint_t n,
+    int64_t watermark, ngx_log_t *log)
+{
+    ngx_int_t                      rc;
+    ngx_uint_t                     i;
+    ngx_http_presence_shm_t       *sh;
+    ngx_http_presence_activity_t   act;
+
+    sh = ngx_http_presence_store_lock(zone, log);
+
+    sh->writer = ngx_pid;
+
+    for (i = 0; i < n; i++) {
+        rc = row(data, i, &act);
+
+        if (rc == NGX_OK) {
+            ngx_http_presence_record(zone, &act, timeout, log, 1);
+
+        } else if (rc == NGX_DONE) {
+            ngx_http_presence_forget(zone, act.id, act.now_ms);
+        }
+    }
+
+    sh->writer = 0;
+
+    if (watermark > sh->pull_watermark) {
+        sh->pull_watermark = watermark;
+    }
+
+    sh->pulled_rows += n;
+
+    ngx_http_presence_unlock(zone);
+}
+
+
+/*
+ * The most recently active users (at most "scan" of them) whose profile is
+ * missing or older than "ttl": at most "max" ids.
+ */
+
+ngx_uint_t
+ngx_http_presence_store_stale_profiles(ngx_http_presence_zone_t *zone,
+    time_t ttl, int64_t *ids, ngx_uint_t max, ngx_uint_t scan,
+    ngx_log_t *log)
+{
+    time_t                     now;
+    uint32_t                   i;
+    ngx_uint_t                 k, n;
+    ngx_http_presence_shm_t   *sh;
+    ngx_http_presence_user_t  *user;
+
+    n = 0;
+    now = ngx_time();
+
+    sh = ngx_http_presence_store_lock(zone, log);
+
+    for (k = 0, i = sh->q_head;
+         k < scan && i != NGX_HTTP_PRESENCE_NIL && n < max;
+         k++, i = user->q_next)
+    {
+        user = &sh->users[i];
+
+        if ((user->profile
+             || (user->flags & NGX_HTTP_PRESENCE_PROFILE_MISSING))
+            && now - (time_t) user->profile_at < ttl)
+        {
+            continue;
+        }
+
+        ids[n++] = user->user_id;
+    }
+
+    ngx_http_presence_unlock(zone);
+
+    return n;
+}
+
+
+/*
+ * The profiles PostgreSQL returned for "ids": those it did not return have
+ * no row in "users".
+ */
+
+void
+ngx_http_presence_store_set_profiles(ngx_http_presence_zone_t *zone,
+    int64_t *ids, ngx_uint_t nids, ngx_http_presence_profile_in_t *profiles,
+    ngx_uint_t n, ngx_log_t *log)
+{
+    time_t                     now;
+    ngx_uint_t                 k;
+    ngx_http_presence_user_t  *user;
+
+    now = ngx_time();
+
+    ngx_http_presence_lock(zone, log);
+
+    for (k = 0; k < nids; k++) {
+        user = ngx_http_presence_find_user(zone, ids[k]);
+
+        if (user) {
+            ngx_http_presence_set_profile(zone, user, NULL, now);
+        }
+    }
+
+    for (k = 0; k < n; k++) {
+        user = ngx_http_presence_find_user(zone, profiles[k].user_id);
+
+        if (user) {
+            ngx_http_presence_set_profile(zone, user, profiles[k].fields,
+                                          now);
+        }
+    }
+
+    ngx_http_presence_unlock(zone);
 }

@@ -16,12 +16,45 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
-#include "ngx_http_presence.h"
+#include "ngx_http_presence_token.h"
+#include "ngx_http_presence_shm.h"
 
 
 #define NGX_HTTP_PRESENCE_JWT_MAX_FILE      (1024 * 1024)
 #define NGX_HTTP_PRESENCE_JWT_NEGATIVE_TTL  1
 #define NGX_HTTP_PRESENCE_JWT_MAX_TTL       3600
+
+
+/*
+ * a per-worker cache of verdicts: the token's bytes are the key (a fast
+ * hash picks the place), tokens longer than 1k are verified every time
+ */
+
+#define NGX_HTTP_PRESENCE_JWT_CACHE_TOKEN  1024
+
+
+typedef struct {
+    ngx_rbtree_node_t               node;
+    ngx_queue_t                     queue;
+    u_char                         *token;
+    size_t                          len;
+    ngx_http_presence_jwt_status_e  status;
+    time_t                          until;
+    int64_t                         user_id;
+    int64_t                         exp;
+    uint32_t                        matched;
+    u_char                          session_id[NGX_HTTP_PRESENCE_ID_LEN];
+} ngx_http_presence_jwt_cache_node_t;
+
+
+struct ngx_http_presence_jwt_cache_s {
+    ngx_rbtree_t                    rbtree;
+    ngx_rbtree_node_t               sentinel;
+    ngx_queue_t                     lru;
+    ngx_queue_t                     free;
+    ngx_uint_t                      hits;
+    ngx_uint_t                      misses;
+};
 
 
 static ngx_int_t ngx_http_presence_read_file(ngx_conf_t *cf, ngx_str_t *name,
@@ -409,11 +442,12 @@ found:
 }
 
 
+/* the verifier gets the directives' values, its keys go with the cycle */
+
 char *
 ngx_http_presence_jwt_init_conf(ngx_conf_t *cf,
     ngx_http_presence_main_conf_t *pmcf)
 {
-    char                 err[NGX_HTTP_PRESENCE_JWT_ERRLEN];
     ngx_pool_cleanup_t  *cln;
 
     cln = ngx_pool_cleanup_add(cf->pool, 0);
@@ -424,22 +458,9 @@ ngx_http_presence_jwt_init_conf(ngx_conf_t *cf,
     cln->handler = ngx_http_presence_jwt_cleanup;
     cln->data = &pmcf->jwt;
 
-    ngx_conf_init_value(pmcf->jwt_leeway, 0);
-    ngx_conf_init_value(pmcf->jwt_require_exp, 1);
-    ngx_conf_init_size_value(pmcf->jwt_max_size, 8192);
-    ngx_conf_init_uint_value(pmcf->jwt_cache_size, 8192);
-
     pmcf->jwt.leeway = pmcf->jwt_leeway;
     pmcf->jwt.require_exp = pmcf->jwt_require_exp;
     pmcf->jwt.max_size = pmcf->jwt_max_size;
-
-    if ((pmcf->jwt_keys_set || pmcf->jwt_algorithms_set)
-        && !ngx_http_presence_jwt_check(&pmcf->jwt, err))
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "presence_jwt_algorithms: %s", err);
-        return NGX_CONF_ERROR;
-    }
 
     return NGX_CONF_OK;
 }
@@ -552,8 +573,6 @@ ngx_http_presence_verify(ngx_http_request_t *r,
     time_t                               now, until;
     uint32_t                             hash;
     ngx_http_presence_jwt_result_t       res;
-    ngx_http_presence_zone_t            *zone;
-    ngx_http_presence_counters_t        *counter;
     ngx_http_presence_jwt_cache_t       *cache;
     ngx_http_presence_jwt_cache_node_t  *node;
 
@@ -573,16 +592,15 @@ ngx_http_presence_verify(ngx_http_request_t *r,
             cache->hits++;
 
             if (pmcf->shm_zone) {
-                zone = pmcf->shm_zone->data;
-                counter = ngx_http_presence_counter(zone->sh);
-                (void) ngx_atomic_fetch_add(&counter->cache_hits, 1);
+                ngx_http_presence_store_count_cache(pmcf->shm_zone->data, 1);
             }
 
             ctx->status = node->status;
             ctx->user_id = node->user_id;
             ctx->exp = node->exp;
             ctx->matched = node->matched;
-            ngx_memcpy(ctx->session_id, node->session_id, 32);
+            ngx_memcpy(ctx->session_id, node->session_id,
+                       NGX_HTTP_PRESENCE_ID_LEN);
 
             ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                            "presence jwt: cache hit, %V, user %L",
@@ -595,9 +613,7 @@ ngx_http_presence_verify(ngx_http_request_t *r,
     }
 
     if (pmcf->shm_zone) {
-        zone = pmcf->shm_zone->data;
-        counter = ngx_http_presence_counter(zone->sh);
-        (void) ngx_atomic_fetch_add(&counter->cache_misses, 1);
+        ngx_http_presence_store_count_cache(pmcf->shm_zone->data, 0);
     }
 
     ctx->status = ngx_http_presence_jwt_verify(&pmcf->jwt, token->data,
@@ -605,7 +621,7 @@ ngx_http_presence_verify(ngx_http_request_t *r,
     ctx->user_id = res.user_id;
     ctx->exp = res.exp;
     ctx->matched = res.matched;
-    ngx_memcpy(ctx->session_id, res.session_id, 32);
+    ngx_memcpy(ctx->session_id, res.session_id, NGX_HTTP_PRESENCE_ID_LEN);
 
     if (ctx->status == NGX_HTTP_PRESENCE_JWT_VALID) {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -781,7 +797,7 @@ ngx_http_presence_cache_store(ngx_http_presence_jwt_cache_t *cache,
     cn->user_id = ctx->user_id;
     cn->exp = ctx->exp;
     cn->matched = ctx->matched;
-    ngx_memcpy(cn->session_id, ctx->session_id, 32);
+    ngx_memcpy(cn->session_id, ctx->session_id, NGX_HTTP_PRESENCE_ID_LEN);
 }
 
 
@@ -815,7 +831,8 @@ ngx_http_presence_token_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    p = ngx_pnalloc(r->pool, 64);
+    p = ngx_pnalloc(r->pool,
+                    ngx_max(NGX_INT64_LEN, NGX_HTTP_PRESENCE_ID_HEX_LEN));
     if (p == NULL) {
         return NGX_ERROR;
     }
@@ -824,7 +841,8 @@ ngx_http_presence_token_variable(ngx_http_request_t *r,
         v->len = ngx_sprintf(p, "%L", ctx->user_id) - p;
 
     } else {
-        v->len = ngx_hex_dump(p, ctx->session_id, 32) - p;
+        v->len = ngx_hex_dump(p, ctx->session_id, NGX_HTTP_PRESENCE_ID_LEN)
+                 - p;
     }
 
     v->data = p;

@@ -5,9 +5,11 @@
 
 
 /*
- * libFuzzer target for the API's query-string parsers: the input is a
- * query string; every parameter the API reads is looked up, decoded and
- * validated, and the results are checked for what must always hold.
+ * libFuzzer target for the nginx-free helpers: the input is a query
+ * string; every parameter the API reads is looked up, decoded and
+ * validated, and the results are checked for what must always hold.  The
+ * same bytes, as a User-Agent, go through the sanitiser: what it keeps is
+ * valid UTF-8 without control characters, within its room.
  */
 
 
@@ -18,6 +20,7 @@
 
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+static void check_sanitized(const u_char *p, size_t len);
 
 
 int
@@ -77,7 +80,60 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
 
+    len = ngx_http_presence_sanitize(value, size < 512 ? size : 512,
+                                     (u_char *) data, size);
+    if (len > 512 || len > size) {
+        abort();
+    }
+
+    check_sanitized(value, len);
+
     free(value);
 
     return 0;
+}
+
+
+static void
+check_sanitized(const u_char *p, size_t len)
+{
+    size_t    i, n;
+    uint32_t  c;
+
+    for (i = 0; i < len; i += n) {
+        c = p[i];
+
+        if (c < 0x80) {
+            if (c < 0x20 || c == 0x7f) {
+                abort();
+            }
+
+            n = 1;
+            continue;
+        }
+
+        n = (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
+            : (c & 0xf8) == 0xf0 ? 4 : 0;
+
+        if (n == 0 || i + n > len) {
+            abort();
+        }
+
+        c &= 0x7f >> n;
+
+        for (size_t k = 1; k < n; k++) {
+            if ((p[i + k] & 0xc0) != 0x80) {
+                abort();
+            }
+
+            c = (c << 6) | (p[i + k] & 0x3f);
+        }
+
+        if ((n == 2 && c < 0x80) || (n == 3 && c < 0x800)
+            || (n == 4 && c < 0x10000) || c > 0x10ffff
+            || (c >= 0xd800 && c <= 0xdfff) || (c >= 0x80 && c < 0xa0))
+        {
+            abort();
+        }
+    }
 }

@@ -1,0 +1,215 @@
+
+/*
+ * Copyright (C) The ngx_http_presence_module authors
+ */
+
+
+/*
+ * presence_cluster: the flusher's pull step.  Other nodes' rows that
+ * changed since the watermark are merged into the zone as remote activity
+ * (never written back); a row made inactive elsewhere is forgotten unless
+ * ours is newer.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_presence_flush.h"
+#include "ngx_http_presence_args.h"
+
+
+/* rows of one pull; a full page is followed by another at once */
+#define NGX_HTTP_PRESENCE_PULL_PAGE     20000
+
+/* seconds of overlap: transactions that committed after later ones */
+#define NGX_HTTP_PRESENCE_PULL_OVERLAP  10
+
+
+static ngx_int_t ngx_http_presence_cluster_row(void *data, ngx_uint_t i,
+    ngx_http_presence_activity_t *act);
+
+
+enum {
+    NGX_HTTP_PRESENCE_PULL_WATERMARK = 0,   /* $1: DB clock, us; 0: none */
+    NGX_HTTP_PRESENCE_PULL_NODE,            /* $2: presence_node */
+    NGX_HTTP_PRESENCE_PULL_SINCE,           /* $3: without a watermark, s */
+    NGX_HTTP_PRESENCE_PULL_OVERLAP_S,       /* $4: seconds */
+    NGX_HTTP_PRESENCE_PULL_NPARAMS
+};
+
+enum {
+    NGX_HTTP_PRESENCE_PULL_USER = 0,
+    NGX_HTTP_PRESENCE_PULL_TOKEN,
+    NGX_HTTP_PRESENCE_PULL_IP,
+    NGX_HTTP_PRESENCE_PULL_UA,
+    NGX_HTTP_PRESENCE_PULL_CREATED,         /* ms */
+    NGX_HTTP_PRESENCE_PULL_LAST,            /* ms */
+    NGX_HTTP_PRESENCE_PULL_EXPIRES,         /* s */
+    NGX_HTTP_PRESENCE_PULL_ACTIVE,
+    NGX_HTTP_PRESENCE_PULL_UPDATED          /* us */
+};
+
+
+/*
+ * The other nodes' rows that changed since the watermark, on the
+ * database's clock; 10 s of overlap catch transactions that committed
+ * after later ones (merging a row twice changes nothing).
+ */
+
+static const char  ngx_http_presence_pull_sql[] =
+    "SELECT user_id, session_token, ip_address, user_agent,"
+    " (extract(epoch FROM created_at) * 1000)::bigint,"
+    " (extract(epoch FROM last_activity) * 1000)::bigint,"
+    " extract(epoch FROM expires_at)::bigint, is_active,"
+    " (extract(epoch FROM updated_at) * 1000000)::bigint"
+    " FROM user_sessions"
+    " WHERE updated_at > CASE WHEN $1::bigint = 0"
+    " THEN (now() AT TIME ZONE 'UTC') - make_interval(secs => $3::bigint)"
+    " ELSE to_timestamp($1::bigint / 1000000.0) AT TIME ZONE 'UTC'"
+    " - make_interval(secs => $4::int) END"
+    " AND node IS DISTINCT FROM $2"
+    " ORDER BY updated_at LIMIT " ngx_value(NGX_HTTP_PRESENCE_PULL_PAGE);
+
+
+#define ngx_http_presence_pull_value(res, i, col)                             \
+    ((u_char *) PQgetvalue(res, i, col))
+
+#define ngx_http_presence_pull_int(res, i, col)                               \
+    ngx_atoof(ngx_http_presence_pull_value(res, i, col),                      \
+              PQgetlength(res, i, col))
+
+
+ngx_int_t
+ngx_http_presence_cluster_pull(ngx_http_presence_flusher_t *f)
+{
+    char         wm[NGX_INT64_LEN + 1], since[NGX_TIME_T_LEN + 1];
+    char         overlap[NGX_INT_T_LEN + 1];
+    const char  *params[NGX_HTTP_PRESENCE_PULL_NPARAMS];
+
+    if (!f->pmcf->cluster || f->exiting) {
+        return NGX_DECLINED;
+    }
+
+    ngx_sprintf((u_char *) wm, "%L%Z",
+                ngx_http_presence_store_watermark(f->zone, f->pg.log));
+    ngx_sprintf((u_char *) since, "%T%Z", f->pmcf->session_timeout);
+    ngx_sprintf((u_char *) overlap, "%d%Z",
+                f->catchup ? 0 : NGX_HTTP_PRESENCE_PULL_OVERLAP);
+
+    params[NGX_HTTP_PRESENCE_PULL_WATERMARK] = wm;
+    params[NGX_HTTP_PRESENCE_PULL_NODE] = (char *) f->pmcf->node.data;
+    params[NGX_HTTP_PRESENCE_PULL_SINCE] = since;
+    params[NGX_HTTP_PRESENCE_PULL_OVERLAP_S] = overlap;
+
+    return ngx_http_presence_flush_send(f, "pull",
+                                        ngx_http_presence_pull_sql,
+                                        NGX_HTTP_PRESENCE_PULL_NPARAMS,
+                                        params);
+}
+
+
+ngx_int_t
+ngx_http_presence_cluster_pulled(ngx_http_presence_flusher_t *f,
+    PGresult *res)
+{
+    int      i, n;
+    int64_t  wm, t;
+
+    if (res == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = PQntuples(res);
+    wm = 0;
+
+    for (i = 0; i < n; i++) {
+        t = ngx_http_presence_pull_int(res, i, NGX_HTTP_PRESENCE_PULL_UPDATED);
+
+        if (t > wm) {
+            wm = t;
+        }
+    }
+
+    ngx_http_presence_store_merge(f->zone, f->pmcf->session_timeout,
+                                  ngx_http_presence_cluster_row, res,
+                                  (ngx_uint_t) n, wm, f->pg.log);
+
+    /* a full page: the next pull continues exactly where this one ended */
+
+    f->catchup = (n == NGX_HTTP_PRESENCE_PULL_PAGE);
+
+    return NGX_OK;
+}
+
+
+/* one pulled row, read under the zone's lock */
+
+static ngx_int_t
+ngx_http_presence_cluster_row(void *data, ngx_uint_t i,
+    ngx_http_presence_activity_t *act)
+{
+    PGresult *res = data;
+
+    u_char     *v;
+    ngx_int_t   n;
+    ngx_uint_t  k;
+
+    if (PQgetlength(res, i, NGX_HTTP_PRESENCE_PULL_TOKEN)
+        != NGX_HTTP_PRESENCE_ID_HEX_LEN)
+    {
+        return NGX_DECLINED;        /* not a session id of ours */
+    }
+
+    ngx_memzero(act, offsetof(ngx_http_presence_activity_t, ua));
+
+    v = ngx_http_presence_pull_value(res, i, NGX_HTTP_PRESENCE_PULL_TOKEN);
+
+    for (k = 0; k < NGX_HTTP_PRESENCE_ID_LEN; k++) {
+        n = ngx_hextoi(v + 2 * k, 2);
+        if (n == NGX_ERROR) {
+            return NGX_DECLINED;
+        }
+
+        act->id[k] = (u_char) n;
+    }
+
+    act->now_ms = ngx_http_presence_pull_int(res, i,
+                                             NGX_HTTP_PRESENCE_PULL_LAST);
+
+    if (*PQgetvalue(res, i, NGX_HTTP_PRESENCE_PULL_ACTIVE) != 't') {
+        return NGX_DONE;
+    }
+
+    act->user_id = ngx_http_presence_pull_int(res, i,
+                                              NGX_HTTP_PRESENCE_PULL_USER);
+    act->created_ms = ngx_http_presence_pull_int(res, i,
+                                              NGX_HTTP_PRESENCE_PULL_CREATED);
+    act->exp = PQgetisnull(res, i, NGX_HTTP_PRESENCE_PULL_EXPIRES)
+               ? INT64_MAX
+               : ngx_http_presence_pull_int(res, i,
+                                            NGX_HTTP_PRESENCE_PULL_EXPIRES);
+
+    if (act->user_id <= 0 || act->now_ms <= 0) {
+        return NGX_DECLINED;
+    }
+
+    v = ngx_http_presence_pull_value(res, i, NGX_HTTP_PRESENCE_PULL_IP);
+
+    if (inet_pton(AF_INET, (char *) v, act->addr) == 1) {
+        act->family = AF_INET;
+
+    } else if (inet_pton(AF_INET6, (char *) v, act->addr) == 1) {
+        act->family = AF_INET6;
+    }
+
+    act->ua_len = ngx_http_presence_sanitize(act->ua,
+                     NGX_HTTP_PRESENCE_UA_MAX,
+                     ngx_http_presence_pull_value(res, i,
+                                                  NGX_HTTP_PRESENCE_PULL_UA),
+                     PQgetlength(res, i, NGX_HTTP_PRESENCE_PULL_UA));
+    act->ua_hash = ngx_crc32_short(act->ua, act->ua_len);
+
+    return NGX_OK;
+}

@@ -1,0 +1,150 @@
+
+/*
+ * Copyright (C) The ngx_http_presence_module authors
+ */
+
+
+/*
+ * The flusher's profiles step: for the most recently active users whose
+ * profile is missing or older than presence_profile_ttl, one query of up
+ * to 500 ids; each field is cut at 1024 bytes on a character boundary.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_presence_flush.h"
+
+
+#define NGX_HTTP_PRESENCE_PROFILE_SCAN  1000  /* users looked at */
+#define NGX_HTTP_PRESENCE_PROFILE_LEN   1024  /* bytes of a field */
+
+
+static void ngx_http_presence_profiles_cut(ngx_str_t *field, size_t len);
+
+
+enum {
+    NGX_HTTP_PRESENCE_PROFILES_IDS = 0,     /* $1: bigint[] */
+    NGX_HTTP_PRESENCE_PROFILES_NPARAMS
+};
+
+enum {
+    NGX_HTTP_PRESENCE_PROFILES_ID = 0,
+    NGX_HTTP_PRESENCE_PROFILES_FIELD        /* the first of the fields */
+};
+
+
+static const char  ngx_http_presence_profiles_sql[] =
+    "SELECT id, username::text, display_name::text, avatar_url::text"
+    " FROM users WHERE id = ANY($1::bigint[])";
+
+
+ngx_int_t
+ngx_http_presence_profiles_load(ngx_http_presence_flusher_t *f)
+{
+    u_char      *p, *list;
+    ngx_int_t    rc;
+    ngx_uint_t   k;
+    const char  *params[NGX_HTTP_PRESENCE_PROFILES_NPARAMS];
+
+    f->nids = 0;
+
+    if (f->exiting) {
+        return NGX_DECLINED;
+    }
+
+    f->nids = ngx_http_presence_store_stale_profiles(f->zone,
+                                              f->pmcf->profile_ttl, f->ids,
+                                              NGX_HTTP_PRESENCE_PROFILE_MAX,
+                                              NGX_HTTP_PRESENCE_PROFILE_SCAN,
+                                              f->pg.log);
+    if (f->nids == 0) {
+        return NGX_DECLINED;
+    }
+
+    list = ngx_alloc(f->nids * (NGX_INT64_LEN + 1) + 3, f->pg.log);
+    if (list == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = list;
+    *p++ = '{';
+
+    for (k = 0; k < f->nids; k++) {
+        p = ngx_sprintf(p, k ? ",%L" : "%L", f->ids[k]);
+    }
+
+    *p++ = '}';
+    *p = '\0';
+
+    params[NGX_HTTP_PRESENCE_PROFILES_IDS] = (char *) list;
+
+    rc = ngx_http_presence_flush_send(f, "profiles",
+                                      ngx_http_presence_profiles_sql,
+                                      NGX_HTTP_PRESENCE_PROFILES_NPARAMS,
+                                      params);
+    ngx_free(list);
+
+    return rc;
+}
+
+
+ngx_int_t
+ngx_http_presence_profiles_loaded(ngx_http_presence_flusher_t *f,
+    PGresult *res)
+{
+    int                              i, n, col;
+    ngx_uint_t                       j;
+    ngx_http_presence_profile_in_t  *in;
+
+    if (res == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = ngx_min(PQntuples(res), NGX_HTTP_PRESENCE_PROFILE_MAX);
+
+    for (i = 0; i < n; i++) {
+        in = &f->profiles[i];
+
+        in->user_id = ngx_atoof((u_char *) PQgetvalue(res, i,
+                                              NGX_HTTP_PRESENCE_PROFILES_ID),
+                                PQgetlength(res, i,
+                                            NGX_HTTP_PRESENCE_PROFILES_ID));
+
+        for (j = 0; j < NGX_HTTP_PRESENCE_PROFILE_FIELDS; j++) {
+            col = NGX_HTTP_PRESENCE_PROFILES_FIELD + j;
+
+            if (PQgetisnull(res, i, col)) {
+                in->fields[j].data = NULL;
+                in->fields[j].len = 0;
+                continue;
+            }
+
+            in->fields[j].data = (u_char *) PQgetvalue(res, i, col);
+            ngx_http_presence_profiles_cut(&in->fields[j],
+                                           PQgetlength(res, i, col));
+        }
+    }
+
+    ngx_http_presence_store_set_profiles(f->zone, f->ids, f->nids,
+                                         f->profiles, n, f->pg.log);
+
+    return NGX_OK;
+}
+
+
+/* at most NGX_HTTP_PRESENCE_PROFILE_LEN bytes, on a character boundary */
+
+static void
+ngx_http_presence_profiles_cut(ngx_str_t *field, size_t len)
+{
+    field->len = ngx_min(len, NGX_HTTP_PRESENCE_PROFILE_LEN);
+
+    while (field->len && field->len < len
+           && (field->data[field->len] & 0xc0) == 0x80)
+    {
+        field->len--;
+    }
+}

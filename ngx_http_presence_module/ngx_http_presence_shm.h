@@ -1,0 +1,276 @@
+
+/*
+ * Copyright (C) The ngx_http_presence_module authors
+ */
+
+
+/*
+ * The shared-memory store: the only code that reads or writes the zone.
+ * Every operation takes the lock, moves the zone's clock to now, does its
+ * work and releases the lock; what a caller needs is copied out, so
+ * nothing of the zone is used after the lock is gone.  The zone's record
+ * layout is private to ngx_http_presence_shm.c.
+ */
+
+
+#ifndef _NGX_HTTP_PRESENCE_SHM_H_INCLUDED_
+#define _NGX_HTTP_PRESENCE_SHM_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_presence_module.h"
+
+
+/* a user's profile: username, display_name, avatar_url */
+#define NGX_HTTP_PRESENCE_PROFILE_FIELDS  3
+
+
+/* a tracked request (or a row pulled from PostgreSQL), made ready */
+
+typedef struct {
+    u_char                          id[NGX_HTTP_PRESENCE_ID_LEN];
+    int64_t                         user_id;
+    int64_t                         exp;         /* token exp, seconds */
+    int64_t                         now_ms;
+    int64_t                         created_ms;  /* pulled; 0: now */
+    u_char                          addr[16];
+    uint8_t                         family;      /* AF_INET, AF_INET6, 0 */
+    uint32_t                        ua_hash;
+    size_t                          ua_len;
+    size_t                          method_len;
+    size_t                          uri_len;
+    u_char                          ua[NGX_HTTP_PRESENCE_UA_MAX];
+    u_char                          method[NGX_HTTP_PRESENCE_METHOD_MAX];
+    u_char                          uri[NGX_HTTP_PRESENCE_URI_MAX];
+} ngx_http_presence_activity_t;
+
+
+/* one session, copied out: for the API, the flusher and the metrics */
+
+typedef struct {
+    uint32_t                        index;       /* its record */
+    u_char                          id[NGX_HTTP_PRESENCE_ID_LEN];
+    int64_t                         user_id;
+    int64_t                         created_ms;
+    int64_t                         last_ms;
+    int64_t                         exp;
+    u_char                          addr[16];
+    uint8_t                         family;
+    uint16_t                        ua_len;
+    u_char                          ua[NGX_HTTP_PRESENCE_UA_MAX];
+} ngx_http_presence_session_info_t;
+
+
+/* one user of a page of the activity queue */
+
+typedef struct {
+    int64_t                         user_id;
+    int64_t                         last_ms;
+    ngx_uint_t                      sessions;    /* within the threshold */
+    ngx_uint_t                      order;       /* in the queue */
+    ssize_t                         len[NGX_HTTP_PRESENCE_PROFILE_FIELDS];
+    u_char                         *profile[NGX_HTTP_PRESENCE_PROFILE_FIELDS];
+} ngx_http_presence_user_info_t;
+
+
+/*
+ * A page: the caller gives offset, limit, threshold, timeout, room for
+ * "limit" users and an area for their profiles; the store fills in the
+ * users, the total within the threshold and the zone's clock.  A profile
+ * that does not fit the area is given as null (len -1).
+ */
+
+typedef struct {
+    ngx_uint_t                      offset;
+    ngx_uint_t                      limit;
+    time_t                          threshold;
+    time_t                          timeout;
+    ngx_http_presence_user_info_t  *users;
+    u_char                         *area;
+    u_char                         *area_end;
+
+    ngx_uint_t                      nusers;
+    ngx_uint_t                      total;
+    time_t                          now;
+} ngx_http_presence_page_t;
+
+
+/* the numbers of stats and of the metrics */
+
+typedef struct {
+    ngx_uint_t                      users[NGX_HTTP_PRESENCE_THRESHOLDS];
+    ngx_uint_t                      sessions;    /* within "online" */
+    ngx_uint_t                      peak;        /* today's highest */
+    ngx_int_t                       peak_hour;   /* -1: no sample */
+} ngx_http_presence_counts_t;
+
+
+/* the request path's counters, by $presence_jwt_status */
+#define NGX_HTTP_PRESENCE_JWT_STATUSES  4
+
+
+/* every number of the metrics, as uint64_t: read through one table */
+
+typedef struct {
+    uint64_t                        online[NGX_HTTP_PRESENCE_THRESHOLDS];
+    uint64_t                        active_sessions;
+    uint64_t                        peak;
+    uint64_t                        requests[NGX_HTTP_PRESENCE_JWT_STATUSES];
+    uint64_t                        cache_hits;
+    uint64_t                        cache_misses;
+    uint64_t                        zone_bytes;
+    uint64_t                        zone_free;
+    uint64_t                        sessions;
+    uint64_t                        sessions_capacity;
+    uint64_t                        users;
+    uint64_t                        users_capacity;
+    uint64_t                        evictions;
+    uint64_t                        expired;
+    uint64_t                        ring_depth;
+    uint64_t                        ring_size;
+    uint64_t                        ring_overflows;
+    uint64_t                        ua_failures;
+    uint64_t                        profile_failures;
+    uint64_t                        resets;
+    uint64_t                        batches;
+    uint64_t                        statements;
+    uint64_t                        rows;
+    uint64_t                        errors;
+    uint64_t                        missing;
+    uint64_t                        deactivated;
+    uint64_t                        last_ok;
+    uint64_t                        connected;
+    uint64_t                        flusher_pid;
+} ngx_http_presence_store_stats_t;
+
+
+/*
+ * The flusher's batch: the changed sessions drained from the ring (and,
+ * after a ring overflow, from a slice of the session array), and what the
+ * zone says of cleanup requests and of this hour's peak.
+ */
+
+typedef struct {
+    ngx_http_presence_session_info_t  *rows;
+    uint32_t                          *seen;     /* 2 * max, scratch */
+    ngx_uint_t                         max;
+    ngx_uint_t                         nrows;
+
+    uint64_t                           ring_head;  /* after this batch */
+    uint64_t                           resets;
+    ngx_uint_t                         cleanup_requested;
+    int64_t                            peak_day;
+    ngx_uint_t                         peak_hour;
+    uint32_t                           peak;       /* of this hour */
+} ngx_http_presence_batch_t;
+
+
+/* how the batch's statement went */
+
+typedef struct {
+    ngx_uint_t                      ok;
+    ngx_uint_t                      cleanup;     /* it deactivated rows */
+    uint64_t                        rows;        /* inserted or advanced */
+    uint64_t                        missing;     /* users not in "users" */
+    uint64_t                        deactivated;
+} ngx_http_presence_written_t;
+
+
+/* the flusher's lease, as one worker holds it */
+
+typedef struct {
+    uint64_t                        gen;
+    ngx_uint_t                      owner;
+    ngx_msec_t                      stale;       /* a heartbeat older */
+    ngx_uint_t                      connected;   /* to PostgreSQL */
+    ngx_pid_t                       previous;    /* when taken over */
+} ngx_http_presence_lease_t;
+
+
+/* a user's profile from the "users" table; data NULL: SQL NULL */
+
+typedef struct {
+    int64_t                         user_id;
+    ngx_str_t                       fields[NGX_HTTP_PRESENCE_PROFILE_FIELDS];
+} ngx_http_presence_profile_in_t;
+
+
+/*
+ * A row of the cluster pull, read under the lock: NGX_OK records "act" as
+ * another node's activity, NGX_DONE forgets the session act->id unless
+ * ours is newer than act->now_ms, NGX_DECLINED skips the row.
+ */
+
+typedef ngx_int_t (*ngx_http_presence_row_pt)(void *data, ngx_uint_t i,
+    ngx_http_presence_activity_t *act);
+
+
+char *ngx_http_presence_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+
+ngx_str_t *ngx_http_presence_store_name(ngx_http_presence_zone_t *zone);
+
+/* the request path */
+void ngx_http_presence_store_touch(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_activity_t *act, time_t timeout, ngx_log_t *log);
+void ngx_http_presence_store_count_request(ngx_http_presence_zone_t *zone,
+    ngx_uint_t status);
+void ngx_http_presence_store_count_cache(ngx_http_presence_zone_t *zone,
+    ngx_uint_t hit);
+
+/* every worker, every second */
+ngx_uint_t ngx_http_presence_store_tick(ngx_http_presence_zone_t *zone,
+    time_t online, time_t timeout, ngx_msec_t cleanup_interval,
+    ngx_log_t *log);
+
+/* the API and the metrics */
+ngx_uint_t ngx_http_presence_store_online(ngx_http_presence_zone_t *zone,
+    time_t seconds, ngx_log_t *log);
+void ngx_http_presence_store_counts(ngx_http_presence_zone_t *zone,
+    time_t *thresholds, ngx_http_presence_counts_t *counts, ngx_log_t *log);
+void ngx_http_presence_store_page(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_page_t *page, ngx_log_t *log);
+ngx_uint_t ngx_http_presence_store_nsessions(ngx_http_presence_zone_t *zone,
+    int64_t user_id, ngx_log_t *log);
+ngx_uint_t ngx_http_presence_store_sessions(ngx_http_presence_zone_t *zone,
+    int64_t user_id, time_t timeout, ngx_http_presence_session_info_t *rows,
+    ngx_uint_t max, ngx_log_t *log);
+time_t ngx_http_presence_store_last_seen(ngx_http_presence_zone_t *zone,
+    int64_t *ids, ngx_uint_t n, int64_t *last, ngx_log_t *log);
+ngx_uint_t ngx_http_presence_store_cleanup(ngx_http_presence_zone_t *zone,
+    time_t timeout, ngx_log_t *log);
+void ngx_http_presence_store_stats(ngx_http_presence_zone_t *zone,
+    time_t *thresholds, ngx_http_presence_store_stats_t *st, ngx_log_t *log);
+
+/* the flusher */
+ngx_int_t ngx_http_presence_store_lease(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_lease_t *lease, ngx_log_t *log);
+void ngx_http_presence_store_release(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_lease_t *lease, ngx_log_t *log);
+void ngx_http_presence_store_connected(ngx_http_presence_zone_t *zone,
+    ngx_uint_t connected, ngx_log_t *log);
+void ngx_http_presence_store_drain(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_batch_t *batch, time_t online, ngx_log_t *log);
+ngx_int_t ngx_http_presence_store_written(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_batch_t *batch, ngx_http_presence_written_t *w,
+    ngx_log_t *log);
+uint64_t ngx_http_presence_store_ring_depth(ngx_http_presence_zone_t *zone,
+    ngx_log_t *log);
+void ngx_http_presence_store_merge_peaks(ngx_http_presence_zone_t *zone,
+    time_t online, uint32_t *peaks, ngx_log_t *log);
+int64_t ngx_http_presence_store_watermark(ngx_http_presence_zone_t *zone,
+    ngx_log_t *log);
+void ngx_http_presence_store_merge(ngx_http_presence_zone_t *zone,
+    time_t timeout, ngx_http_presence_row_pt row, void *data, ngx_uint_t n,
+    int64_t watermark, ngx_log_t *log);
+ngx_uint_t ngx_http_presence_store_stale_profiles(
+    ngx_http_presence_zone_t *zone, time_t ttl, int64_t *ids,
+    ngx_uint_t max, ngx_uint_t scan, ngx_log_t *log);
+void ngx_http_presence_store_set_profiles(ngx_http_presence_zone_t *zone,
+    int64_t *ids, ngx_uint_t nids, ngx_http_presence_profile_in_t *profiles,
+    ngx_uint_t n, ngx_log_t *log);
+
+
+#endif /* _NGX_HTTP_PRESENCE_SHM_H_INCLUDED_ */
