@@ -74,7 +74,7 @@ ngx_http_presence_args_get(const u_char *args, size_t len, const char *name,
     u_char *dst, size_t *dlen)
 {
     int            found;
-    u_char         key[64];
+    u_char         key[NGX_HTTP_PRESENCE_ARG_NAME_MAX];
     size_t         nlen, n;
     const u_char  *p, *end, *amp, *eq, *v;
 

@@ -20,6 +20,9 @@
 #include <sys/types.h>
 
 
+/* the longest parameter name looked up */
+#define NGX_HTTP_PRESENCE_ARG_NAME_MAX   64
+
 #define NGX_HTTP_PRESENCE_ARG_OK         0
 #define NGX_HTTP_PRESENCE_ARG_PARSING    1   /* not an integer */
 #define NGX_HTTP_PRESENCE_ARG_LOW        2   /* below the minimum */

@@ -41,6 +41,27 @@ typedef struct {
 } ngx_http_presence_jwt_alg_t;
 
 
+/* a token as the steps of verification see it */
+
+typedef struct {
+    const u_char                      *token;
+    size_t                             len;
+    const u_char                      *dot2;     /* the signed part's end */
+    u_char                            *buf;      /* the decoded segments */
+    u_char                            *hdr;
+    u_char                            *pay;
+    u_char                            *sig;
+    ssize_t                            hdr_len;
+    ssize_t                            pay_len;
+    ssize_t                            sig_len;
+    json_t                            *header;
+    json_t                            *payload;
+    int                                reals;    /* integers as doubles */
+    int                                alg;
+    const char                        *kid;
+} ngx_http_presence_jwt_parts_t;
+
+
 static const ngx_http_presence_jwt_alg_t  ngx_http_presence_jwt_algs[] = {
     { "HS256", NGX_HTTP_PRESENCE_JWT_KEY_HMAC, 32, 0, EVP_sha256 },
     { "HS384", NGX_HTTP_PRESENCE_JWT_KEY_HMAC, 48, 0, EVP_sha384 },
@@ -78,6 +99,15 @@ static const signed char  ngx_http_presence_jwt_b64url[256] = {
 };
 
 
+static int ngx_http_presence_jwt_header(ngx_http_presence_jwt_t *jwt,
+    ngx_http_presence_jwt_parts_t *t, ngx_http_presence_jwt_result_t *res);
+static int ngx_http_presence_jwt_signature(ngx_http_presence_jwt_t *jwt,
+    ngx_http_presence_jwt_parts_t *t, ngx_http_presence_jwt_result_t *res);
+static ngx_http_presence_jwt_status_e ngx_http_presence_jwt_claims(
+    ngx_http_presence_jwt_t *jwt, ngx_http_presence_jwt_parts_t *t,
+    int64_t now, ngx_http_presence_jwt_result_t *res);
+static int ngx_http_presence_jwt_session(ngx_http_presence_jwt_parts_t *t,
+    ngx_http_presence_jwt_result_t *res);
 static ssize_t ngx_http_presence_jwt_decode(const u_char *src, size_t len,
     u_char *dst);
 static int ngx_http_presence_jwt_depth_ok(const u_char *p, size_t len);
@@ -339,15 +369,8 @@ ngx_http_presence_jwt_verify(ngx_http_presence_jwt_t *jwt,
     const u_char *token, size_t len, int64_t now,
     ngx_http_presence_jwt_result_t *res)
 {
-    int                              n, alg, reals;
-    size_t                           sid_len;
-    u_char                          *buf, *hdr, *pay, *sig;
-    json_t                          *header, *payload, *v;
-    ssize_t                          hdr_len, pay_len, sig_len;
-    int64_t                          exp, nbf, iat;
-    const char                      *kid, *sid;
-    const u_char                    *dot1, *dot2, *end;
-    ngx_http_presence_jwt_status_e   status;
+    ngx_http_presence_jwt_parts_t   t;
+    ngx_http_presence_jwt_status_e  status;
 
     memset(res, 0, sizeof(ngx_http_presence_jwt_result_t));
     res->exp = INT64_MAX;
@@ -362,98 +385,166 @@ ngx_http_presence_jwt_verify(ngx_http_presence_jwt_t *jwt,
         return NGX_HTTP_PRESENCE_JWT_INVALID;
     }
 
-    end = token + len;
+    memset(&t, 0, sizeof(ngx_http_presence_jwt_parts_t));
+    t.token = token;
+    t.len = len;
 
-    dot1 = memchr(token, '.', len);
-    dot2 = dot1 ? memchr(dot1 + 1, '.', end - dot1 - 1) : NULL;
-
-    if (dot2 == NULL || memchr(dot2 + 1, '.', end - dot2 - 1) != NULL) {
-        res->reason = "not a compact JWS of three segments";
-        return NGX_HTTP_PRESENCE_JWT_INVALID;
-    }
-
-    buf = malloc(len);
-    if (buf == NULL) {
-        res->reason = "out of memory";
-        return NGX_HTTP_PRESENCE_JWT_INVALID;
-    }
-
-    header = NULL;
-    payload = NULL;
     status = NGX_HTTP_PRESENCE_JWT_INVALID;
 
-    hdr = buf;
-    hdr_len = ngx_http_presence_jwt_decode(token, dot1 - token, hdr);
+    if (ngx_http_presence_jwt_header(jwt, &t, res)
+        && ngx_http_presence_jwt_signature(jwt, &t, res))
+    {
+        status = ngx_http_presence_jwt_claims(jwt, &t, now, res);
+    }
 
-    pay = hdr + (hdr_len > 0 ? hdr_len : 0);
-    pay_len = ngx_http_presence_jwt_decode(dot1 + 1, dot2 - dot1 - 1, pay);
+    if (status == NGX_HTTP_PRESENCE_JWT_VALID
+        && !ngx_http_presence_jwt_session(&t, res))
+    {
+        status = NGX_HTTP_PRESENCE_JWT_INVALID;
+    }
 
-    sig = pay + (pay_len > 0 ? pay_len : 0);
-    sig_len = ngx_http_presence_jwt_decode(dot2 + 1, end - dot2 - 1, sig);
+    json_decref(t.header);
+    json_decref(t.payload);
+    free(t.buf);
 
-    if (hdr_len <= 0 || pay_len <= 0 || sig_len <= 0) {
+    return status;
+}
+
+
+/*
+ * The first step: three base64url segments, a header that is a JSON
+ * object, an allowed "alg", no "crit", a string "kid" if any.
+ */
+
+static int
+ngx_http_presence_jwt_header(ngx_http_presence_jwt_t *jwt,
+    ngx_http_presence_jwt_parts_t *t, ngx_http_presence_jwt_result_t *res)
+{
+    json_t        *v;
+    const u_char  *dot1, *end;
+
+    end = t->token + t->len;
+
+    dot1 = memchr(t->token, '.', t->len);
+    t->dot2 = dot1 ? memchr(dot1 + 1, '.', end - dot1 - 1) : NULL;
+
+    if (t->dot2 == NULL || memchr(t->dot2 + 1, '.', end - t->dot2 - 1))
+    {
+        res->reason = "not a compact JWS of three segments";
+        return 0;
+    }
+
+    t->buf = malloc(t->len);
+    if (t->buf == NULL) {
+        res->reason = "out of memory";
+        return 0;
+    }
+
+    t->hdr = t->buf;
+    t->hdr_len = ngx_http_presence_jwt_decode(t->token, dot1 - t->token,
+                                              t->hdr);
+
+    t->pay = t->hdr + (t->hdr_len > 0 ? t->hdr_len : 0);
+    t->pay_len = ngx_http_presence_jwt_decode(dot1 + 1, t->dot2 - dot1 - 1,
+                                              t->pay);
+
+    t->sig = t->pay + (t->pay_len > 0 ? t->pay_len : 0);
+    t->sig_len = ngx_http_presence_jwt_decode(t->dot2 + 1,
+                                              end - t->dot2 - 1, t->sig);
+
+    if (t->hdr_len <= 0 || t->pay_len <= 0 || t->sig_len <= 0) {
         res->reason = "bad base64url or an empty segment";
-        goto done;
+        return 0;
     }
 
-    header = ngx_http_presence_jwt_json(hdr, hdr_len, &reals);
-    if (header == NULL) {
+    t->header = ngx_http_presence_jwt_json(t->hdr, t->hdr_len, &t->reals);
+    if (t->header == NULL) {
         res->reason = "header is not a JSON object";
-        goto done;
+        return 0;
     }
 
-    v = json_object_get(header, "alg");
+    v = json_object_get(t->header, "alg");
     if (!json_is_string(v)) {
         res->reason = "no \"alg\"";
-        goto done;
+        return 0;
     }
 
-    alg = ngx_http_presence_jwt_alg((u_char *) json_string_value(v),
-                                    json_string_length(v));
+    t->alg = ngx_http_presence_jwt_alg((u_char *) json_string_value(v),
+                                       json_string_length(v));
 
-    if (alg < 0 || !(jwt->algorithms & (1u << alg))) {
+    if (t->alg < 0 || !(jwt->algorithms & (1u << t->alg))) {
         res->reason = "\"alg\" not in presence_jwt_algorithms";
-        goto done;
+        return 0;
     }
 
-    if (json_object_get(header, "crit") != NULL) {
+    if (json_object_get(t->header, "crit") != NULL) {
         res->reason = "unsupported \"crit\" header";
-        goto done;
+        return 0;
     }
 
-    v = json_object_get(header, "kid");
+    v = json_object_get(t->header, "kid");
     if (v != NULL && !json_is_string(v)) {
         res->reason = "\"kid\" is not a string";
-        goto done;
+        return 0;
     }
 
-    kid = v ? json_string_value(v) : NULL;
+    t->kid = v ? json_string_value(v) : NULL;
 
-    if (!ngx_http_presence_jwt_verify_sig(jwt, alg, kid, token,
-                                          dot2 - token, sig, sig_len))
+    return 1;
+}
+
+
+/* the second: the signature over the first two segments */
+
+static int
+ngx_http_presence_jwt_signature(ngx_http_presence_jwt_t *jwt,
+    ngx_http_presence_jwt_parts_t *t, ngx_http_presence_jwt_result_t *res)
+{
+    if (!ngx_http_presence_jwt_verify_sig(jwt, t->alg, t->kid, t->token,
+                                          t->dot2 - t->token, t->sig,
+                                          t->sig_len))
     {
         res->reason = "signature does not verify";
-        goto done;
+        return 0;
     }
 
-    /* the signature holds: now the claims */
+    return 1;
+}
 
-    payload = ngx_http_presence_jwt_json(pay, pay_len, &reals);
-    if (payload == NULL) {
+
+/*
+ * The third, once the signature holds: the claims, as python-jose checks
+ * them, then the user id; the checks of presence_api_admin_claim are
+ * noted.
+ */
+
+static ngx_http_presence_jwt_status_e
+ngx_http_presence_jwt_claims(ngx_http_presence_jwt_t *jwt,
+    ngx_http_presence_jwt_parts_t *t, int64_t now,
+    ngx_http_presence_jwt_result_t *res)
+{
+    size_t   n;
+    json_t  *payload, *v;
+    int64_t  exp, nbf, iat;
+
+    t->payload = ngx_http_presence_jwt_json(t->pay, t->pay_len, &t->reals);
+    if (t->payload == NULL) {
         res->reason = "payload is not a JSON object";
-        goto done;
+        return NGX_HTTP_PRESENCE_JWT_INVALID;
     }
+
+    payload = t->payload;
 
     v = json_object_get(payload, "exp");
     if (v != NULL && !ngx_http_presence_jwt_number(v, &exp)) {
         res->reason = "\"exp\" is not a number";
-        goto done;
+        return NGX_HTTP_PRESENCE_JWT_INVALID;
     }
 
     if (v == NULL) {
         if (jwt->require_exp) {
             res->reason = "no \"exp\"";
-            goto done;
+            return NGX_HTTP_PRESENCE_JWT_INVALID;
         }
 
         exp = INT64_MAX;
@@ -462,18 +553,18 @@ ngx_http_presence_jwt_verify(ngx_http_presence_jwt_t *jwt,
     v = json_object_get(payload, "nbf");
     if (v != NULL && !ngx_http_presence_jwt_number(v, &nbf)) {
         res->reason = "\"nbf\" is not a number";
-        goto done;
+        return NGX_HTTP_PRESENCE_JWT_INVALID;
     }
 
     if (v != NULL && nbf > now + jwt->leeway) {
         res->reason = "not valid yet (\"nbf\")";
-        goto done;
+        return NGX_HTTP_PRESENCE_JWT_INVALID;
     }
 
     v = json_object_get(payload, "iat");
     if (v != NULL && !ngx_http_presence_jwt_number(v, &iat)) {
         res->reason = "\"iat\" is not a number";
-        goto done;
+        return NGX_HTTP_PRESENCE_JWT_INVALID;
     }
 
     if (jwt->issuer) {
@@ -482,35 +573,33 @@ ngx_http_presence_jwt_verify(ngx_http_presence_jwt_t *jwt,
         if (!json_is_string(v) || strcmp(json_string_value(v), jwt->issuer))
         {
             res->reason = "\"iss\" does not match presence_jwt_issuer";
-            goto done;
+            return NGX_HTTP_PRESENCE_JWT_INVALID;
         }
     }
 
-    if (!ngx_http_presence_jwt_aud_ok(jwt,
-                                        json_object_get(payload, "aud")))
+    if (!ngx_http_presence_jwt_aud_ok(jwt, json_object_get(payload, "aud")))
     {
         res->reason = "\"aud\" does not match presence_jwt_audience";
-        goto done;
+        return NGX_HTTP_PRESENCE_JWT_INVALID;
     }
 
     v = json_object_get(payload, jwt->claim ? jwt->claim : "sub");
 
-    if (!ngx_http_presence_jwt_user_id(v, reals, &res->user_id)) {
+    if (!ngx_http_presence_jwt_user_id(v, t->reals, &res->user_id)) {
         res->reason = "the user claim is not a positive integer";
-        goto done;
+        return NGX_HTTP_PRESENCE_JWT_INVALID;
     }
 
     /* python-jose: expired when exp < now - leeway */
 
     if (exp < now - jwt->leeway) {
         res->reason = "expired";
-        status = NGX_HTTP_PRESENCE_JWT_EXPIRED;
-        goto done;
+        return NGX_HTTP_PRESENCE_JWT_EXPIRED;
     }
 
     res->exp = exp;
 
-    for (n = 0; n < (int) jwt->nchecks; n++) {
+    for (n = 0; n < jwt->nchecks; n++) {
         if (ngx_http_presence_jwt_claim_is(
                 json_object_get(payload, jwt->checks[n].name),
                 jwt->checks[n].value))
@@ -519,37 +608,49 @@ ngx_http_presence_jwt_verify(ngx_http_presence_jwt_t *jwt,
         }
     }
 
-    v = json_object_get(payload, "sid");
+    res->reason = NULL;
+
+    return NGX_HTTP_PRESENCE_JWT_VALID;
+}
+
+
+/*
+ * The session id: SHA-256 of the user id and the "sid" claim when there
+ * is one, else of the token
+ */
+
+static int
+ngx_http_presence_jwt_session(ngx_http_presence_jwt_parts_t *t,
+    ngx_http_presence_jwt_result_t *res)
+{
+    int          n;
+    size_t       sid_len;
+    json_t      *v;
+    const char  *sid;
+
+    v = json_object_get(t->payload, "sid");
     sid = json_is_string(v) ? json_string_value(v) : NULL;
     sid_len = sid ? json_string_length(v) : 0;
 
-    if (sid_len > 0 && sid_len <= NGX_HTTP_PRESENCE_JWT_MAX_SID) {
-        n = snprintf((char *) buf, len, "%lld:", (long long) res->user_id);
-
-        if (n < 0 || (size_t) n + sid_len > len) {
-            res->reason = "\"sid\" too long";
-            goto done;
-        }
-
-        memcpy(buf + n, sid, sid_len);
-
-        EVP_Digest(buf, n + sid_len, res->session_id, NULL, EVP_sha256(),
+    if (sid_len == 0 || sid_len > NGX_HTTP_PRESENCE_JWT_MAX_SID) {
+        EVP_Digest(t->token, t->len, res->session_id, NULL, EVP_sha256(),
                    NULL);
-
-    } else {
-        EVP_Digest(token, len, res->session_id, NULL, EVP_sha256(), NULL);
+        return 1;
     }
 
-    res->reason = NULL;
-    status = NGX_HTTP_PRESENCE_JWT_VALID;
+    n = snprintf((char *) t->buf, t->len, "%lld:", (long long) res->user_id);
 
-done:
+    if (n < 0 || (size_t) n + sid_len > t->len) {
+        res->reason = "\"sid\" too long";
+        return 0;
+    }
 
-    json_decref(header);
-    json_decref(payload);
-    free(buf);
+    memcpy(t->buf + n, sid, sid_len);
 
-    return status;
+    EVP_Digest(t->buf, n + sid_len, res->session_id, NULL, EVP_sha256(),
+               NULL);
+
+    return 1;
 }
 
 

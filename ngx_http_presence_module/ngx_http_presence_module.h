@@ -22,7 +22,7 @@
 
 
 /* a session id: the raw SHA-256, and its lowercase hex spelling */
-#define NGX_HTTP_PRESENCE_ID_LEN        32
+#define NGX_HTTP_PRESENCE_ID_LEN        NGX_HTTP_PRESENCE_JWT_SESSION_ID_LEN
 #define NGX_HTTP_PRESENCE_ID_HEX_LEN    (2 * NGX_HTTP_PRESENCE_ID_LEN)
 
 #define NGX_HTTP_PRESENCE_DAY           86400

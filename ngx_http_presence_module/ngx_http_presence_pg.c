@@ -780,7 +780,10 @@ ngx_http_presence_pg_resolve(ngx_conf_t *cf, char *host, const char **value)
     struct addrinfo   hints, *ai;
     char              addr[NGX_SOCKADDR_STRLEN];
 
-    start = ngx_pnalloc(cf->pool, 64 * (ngx_strlen(host) + 1));
+    /* at most an address and a comma for each byte of the list */
+
+    start = ngx_pnalloc(cf->pool,
+                        NGX_SOCKADDR_STRLEN * (ngx_strlen(host) + 1));
     if (start == NULL) {
         return NGX_ERROR;
     }

@@ -199,6 +199,10 @@ struct ngx_http_presence_zone_s {
 
 
 #define NGX_HTTP_PRESENCE_MIN_SESSIONS  16
+#define NGX_HTTP_PRESENCE_RING_MIN      64
+
+#define NGX_HTTP_PRESENCE_ZONE_MIN      (1024 * 1024)
+#define NGX_HTTP_PRESENCE_ZONE_MAX      ((uint64_t) 32 * 1024 * 1024 * 1024)
 
 /* sessions freed in one hold of the lock by expiry */
 #define NGX_HTTP_PRESENCE_EXPIRE_SLICE  1000
@@ -232,6 +236,14 @@ static ngx_int_t ngx_http_presence_expired(ngx_http_presence_session_t *s,
 static void ngx_http_presence_record(ngx_http_presence_zone_t *zone,
     ngx_http_presence_activity_t *act, time_t timeout, ngx_log_t *log,
     ngx_uint_t remote);
+static void ngx_http_presence_renew(ngx_http_presence_zone_t *zone,
+    uint32_t i, ngx_http_presence_activity_t *act, int64_t now_ms,
+    ngx_uint_t remote);
+static uint32_t ngx_http_presence_insert(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_activity_t *act, int64_t now_ms, time_t timeout,
+    ngx_log_t *log, ngx_uint_t remote);
+static void ngx_http_presence_user_active(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_user_t *user, int64_t now_ms);
 static void ngx_http_presence_forget(ngx_http_presence_zone_t *zone,
     u_char *id, int64_t last_ms);
 static void ngx_http_presence_ring_add(ngx_http_presence_shm_t *sh,
@@ -256,6 +268,8 @@ static void ngx_http_presence_counts(ngx_http_presence_zone_t *zone,
     time_t *thresholds, ngx_http_presence_counts_t *counts);
 static ngx_int_t ngx_http_presence_layout(ngx_http_presence_zone_t *zone,
     ngx_str_t *name, ngx_log_t *log);
+static ngx_int_t ngx_http_presence_layout_arrays(ngx_slab_pool_t *shpool,
+    ngx_http_presence_shm_t *sh);
 static void ngx_http_presence_bit_add(int32_t *bit, int64_t t,
     int32_t delta);
 static int64_t ngx_http_presence_bit_sum(int32_t *bit, ngx_uint_t i);
@@ -351,14 +365,14 @@ ngx_http_presence_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (size < 1024 * 1024) {
+    if (size < NGX_HTTP_PRESENCE_ZONE_MIN) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "zone \"%V\" is too small: %z bytes, "
                            "the minimum is 1m", &name, size);
         return NGX_CONF_ERROR;
     }
 
-    if ((uint64_t) size > (uint64_t) 32 * 1024 * 1024 * 1024) {
+    if ((uint64_t) size > NGX_HTTP_PRESENCE_ZONE_MAX) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "zone \"%V\" is too large: the maximum is 32g",
                            &name);
@@ -372,10 +386,11 @@ ngx_http_presence_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         if (ngx_strncmp(value[i].data, "ring=", 5) == 0 && ring == 0) {
             ring = ngx_atoi(value[i].data + 5, value[i].len - 5);
 
-            if (ring < 64 || ring > 0x7fffffff) {
+            if (ring < NGX_HTTP_PRESENCE_RING_MIN || ring > 0x7fffffff) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "invalid ring size \"%V\": a number "
-                                   "from 64", &value[i]);
+                                   "from %d", &value[i],
+                                   NGX_HTTP_PRESENCE_RING_MIN);
                 return NGX_CONF_ERROR;
             }
 
@@ -501,7 +516,7 @@ ngx_http_presence_layout(ngx_http_presence_zone_t *zone, ngx_str_t *name,
     ngx_log_t *log)
 {
     size_t                    avail, per, ring, len, bits;
-    uint32_t                  i, n;
+    uint32_t                  n;
     ngx_slab_pool_t          *shpool;
     ngx_http_presence_shm_t  *sh;
 
@@ -570,7 +585,41 @@ ngx_http_presence_layout(ngx_http_presence_zone_t *zone, ngx_str_t *name,
 
     sh->nsessions = n;
     sh->nusers = n;
-    sh->nring = zone->ring ? zone->ring : ngx_max(n / 4, 64);
+    sh->nring = zone->ring ? zone->ring : ngx_max(n / 4,
+                                               NGX_HTTP_PRESENCE_RING_MIN);
+
+    if (ngx_http_presence_layout_arrays(shpool, sh) != NGX_OK) {
+        goto small;
+    }
+
+    sh->magic = NGX_HTTP_PRESENCE_ZONE_MAGIC;
+    sh->version = NGX_HTTP_PRESENCE_ZONE_VERSION;
+    sh->session_size = sizeof(ngx_http_presence_session_t);
+    sh->user_size = sizeof(ngx_http_presence_user_t);
+    sh->size = shpool->end - (u_char *) shpool;
+
+    return NGX_OK;
+
+small:
+
+    ngx_log_error(NGX_LOG_EMERG, log, 0,
+                  "presence zone \"%V\" is too small for %d sessions%s",
+                  name, NGX_HTTP_PRESENCE_MIN_SESSIONS,
+                  zone->ring ? " and its ring" : "");
+
+    return NGX_ERROR;
+}
+
+
+/* the records, the hashes and the ring; every record on its free list */
+
+static ngx_int_t
+ngx_http_presence_layout_arrays(ngx_slab_pool_t *shpool,
+    ngx_http_presence_shm_t *sh)
+{
+    uint32_t  i, n;
+
+    n = sh->nsessions;
 
     sh->sessions = ngx_slab_alloc_locked(shpool,
                               n * sizeof(ngx_http_presence_session_t));
@@ -583,7 +632,7 @@ ngx_http_presence_layout(ngx_http_presence_zone_t *zone, ngx_str_t *name,
     if (sh->sessions == NULL || sh->users == NULL || sh->session_hash == NULL
         || sh->user_hash == NULL || sh->ring == NULL)
     {
-        goto small;
+        return NGX_ERROR;
     }
 
     for (i = 0; i < n; i++) {
@@ -608,22 +657,7 @@ ngx_http_presence_layout(ngx_http_presence_zone_t *zone, ngx_str_t *name,
     sh->q_tail = NGX_HTTP_PRESENCE_NIL;
     sh->clock = ngx_time();
 
-    sh->magic = NGX_HTTP_PRESENCE_ZONE_MAGIC;
-    sh->version = NGX_HTTP_PRESENCE_ZONE_VERSION;
-    sh->session_size = sizeof(ngx_http_presence_session_t);
-    sh->user_size = sizeof(ngx_http_presence_user_t);
-    sh->size = shpool->end - (u_char *) shpool;
-
     return NGX_OK;
-
-small:
-
-    ngx_log_error(NGX_LOG_EMERG, log, 0,
-                  "presence zone \"%V\" is too small for %d sessions%s",
-                  name, NGX_HTTP_PRESENCE_MIN_SESSIONS,
-                  zone->ring ? " and its ring" : "");
-
-    return NGX_ERROR;
 }
 
 
@@ -922,11 +956,9 @@ ngx_http_presence_record(ngx_http_presence_zone_t *zone,
     ngx_http_presence_activity_t *act, time_t timeout, ngx_log_t *log,
     ngx_uint_t remote)
 {
-    int64_t                       now_ms, old_ms;
-    uint32_t                      i, u, b;
-    ngx_uint_t                    clean;
+    int64_t                       now_ms;
+    uint32_t                      i;
     ngx_http_presence_shm_t      *sh;
-    ngx_http_presence_user_t     *user;
     ngx_http_presence_session_t  *s;
 
     sh = zone->sh;
@@ -953,41 +985,85 @@ ngx_http_presence_record(ngx_http_presence_zone_t *zone,
 
     if (i != NGX_HTTP_PRESENCE_NIL) {
         s = &sh->sessions[i];
-        user = &sh->users[s->user];
 
         if (remote && s->last_ms >= now_ms) {
             return;     /* ours is newer */
         }
 
-        clean = (s->flushed_ms >= s->last_ms);
-        old_ms = s->last_ms;
+        ngx_http_presence_renew(zone, i, act, now_ms, remote);
 
-        /*
-         * lists are kept in order to the second: within the same second
-         * nothing is relinked, so a busy session costs a few writes
-         */
-
-        if (now_ms / 1000 > old_ms / 1000) {
-            ngx_http_presence_bit_move(sh, sh->sessions_bit, old_ms / 1000,
-                                       now_ms / 1000);
-
-            if (sh->lru_head != i) {
-                ngx_http_presence_lru_unlink(sh, i);
-                ngx_http_presence_lru_head(sh, i);
-            }
-        }
-
-        s->last_ms = ngx_max(s->last_ms, now_ms);
-        s->exp = act->exp;
-
-        ngx_http_presence_update(zone, s, act);
-
-        if (remote && clean) {
-            s->flushed_ms = s->last_ms;
-        }
-
-        goto user;
+    } else {
+        i = ngx_http_presence_insert(zone, act, now_ms, timeout, log,
+                                     remote);
+        s = &sh->sessions[i];
     }
+
+    ngx_http_presence_user_active(zone, &sh->users[s->user], now_ms);
+
+    if (!remote && s->last_ms > s->flushed_ms
+        && !(s->flags & NGX_HTTP_PRESENCE_IN_RING))
+    {
+        ngx_http_presence_ring_add(sh, i);
+    }
+}
+
+
+/* a known session's new activity */
+
+static void
+ngx_http_presence_renew(ngx_http_presence_zone_t *zone, uint32_t i,
+    ngx_http_presence_activity_t *act, int64_t now_ms, ngx_uint_t remote)
+{
+    int64_t                       old_ms;
+    ngx_uint_t                    clean;
+    ngx_http_presence_shm_t      *sh;
+    ngx_http_presence_session_t  *s;
+
+    sh = zone->sh;
+    s = &sh->sessions[i];
+
+    clean = (s->flushed_ms >= s->last_ms);
+    old_ms = s->last_ms;
+
+    /*
+     * lists are kept in order to the second: within the same second
+     * nothing is relinked, so a busy session costs a few writes
+     */
+
+    if (now_ms / 1000 > old_ms / 1000) {
+        ngx_http_presence_bit_move(sh, sh->sessions_bit, old_ms / 1000,
+                                   now_ms / 1000);
+
+        if (sh->lru_head != i) {
+            ngx_http_presence_lru_unlink(sh, i);
+            ngx_http_presence_lru_head(sh, i);
+        }
+    }
+
+    s->last_ms = ngx_max(s->last_ms, now_ms);
+    s->exp = act->exp;
+
+    ngx_http_presence_update(zone, s, act);
+
+    if (remote && clean) {
+        s->flushed_ms = s->last_ms;
+    }
+}
+
+
+/* a new session, of a known user or a new one */
+
+static uint32_t
+ngx_http_presence_insert(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_activity_t *act, int64_t now_ms, time_t timeout,
+    ngx_log_t *log, ngx_uint_t remote)
+{
+    uint32_t                      i, u, b;
+    ngx_http_presence_shm_t      *sh;
+    ngx_http_presence_user_t     *user;
+    ngx_http_presence_session_t  *s;
+
+    sh = zone->sh;
 
     i = ngx_http_presence_new_session(zone, timeout, log);
 
@@ -1038,7 +1114,19 @@ ngx_http_presence_record(ngx_http_presence_zone_t *zone,
 
     sh->sessions_used++;
 
-user:
+    return i;
+}
+
+
+/* the user's activity: counted in its new second, moved in the queue */
+
+static void
+ngx_http_presence_user_active(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_user_t *user, int64_t now_ms)
+{
+    ngx_http_presence_shm_t  *sh;
+
+    sh = zone->sh;
 
     if (now_ms / 1000 > user->last_ms / 1000) {
         ngx_http_presence_bit_move(sh, sh->users_bit, user->last_ms / 1000,
@@ -1049,12 +1137,6 @@ user:
 
     } else if (now_ms > user->last_ms) {
         user->last_ms = now_ms;
-    }
-
-    if (!remote && s->last_ms > s->flushed_ms
-        && !(s->flags & NGX_HTTP_PRESENCE_IN_RING))
-    {
-        ngx_http_presence_ring_add(sh, i);
     }
 }
 
