@@ -15,16 +15,7 @@ use Time::HiRes qw(sleep time);
 my $dsn = $ENV{TEST_NGINX_PG_DSN}
     or plan skip_all => 'TEST_NGINX_PG_DSN is not set (run "make test")';
 
-sub wait_until {
-    my ($what, $timeout) = @_;
-    my $deadline = time + ($timeout // 10);
-    while (time < $deadline) {
-        my $v = $what->();
-        return $v if $v;
-        sleep 0.1;
-    }
-    return $what->();
-}
+*wait_until = \&Presence::Nginx::wait_until;
 
 sub node {
     my (%o) = @_;

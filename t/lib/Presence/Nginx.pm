@@ -14,6 +14,19 @@ use File::Path qw(make_path remove_tree);
 use IO::Socket::INET;
 use Time::HiRes qw(sleep time);
 
+# polls $what (a sub) every 0.1 s until it returns true or $timeout (10 s)
+# passes; returns its last value
+sub wait_until {
+    my ($what, $timeout) = @_;
+    my $deadline = time + ($timeout // 10);
+    while (time < $deadline) {
+        my $v = $what->();
+        return $v if $v;
+        sleep 0.1;
+    }
+    return $what->();
+}
+
 sub free_port {
     my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
                                   LocalPort => 0) or die $!;
