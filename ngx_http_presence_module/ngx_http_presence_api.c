@@ -521,7 +521,20 @@ ngx_http_presence_api_arg_error(ngx_http_presence_json_t *w,
     ngx_http_presence_json_lit(w, ",\"input\":");
 
     if (input) {
-        ngx_http_presence_json_str(w, input->data, input->len);
+
+        /* what the client sent, as FastAPI decodes it: valid UTF-8 */
+
+        p = ngx_pnalloc(w->pool, 3 * input->len + 1);
+
+        if (p == NULL) {
+            w->error = 1;
+            ngx_http_presence_json_lit(w, "null");
+
+        } else {
+            ngx_http_presence_json_str(w, p,
+                    ngx_http_presence_utf8_replace(p, input->data,
+                                                   input->len));
+        }
 
     } else {
         ngx_http_presence_json_lit(w, "null");

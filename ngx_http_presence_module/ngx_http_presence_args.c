@@ -344,3 +344,74 @@ ngx_http_presence_sanitize(u_char *dst, size_t size, u_char *src, size_t len)
 
     return d - dst;
 }
+
+
+/*
+ * UTF-8 as Python decodes it with errors="replace" (FastAPI's query
+ * strings): each maximal ill-formed subpart becomes one U+FFFD (Unicode
+ * 3.9, table 3-7).  "dst" has room for 3 * len bytes.
+ */
+
+size_t
+ngx_http_presence_utf8_replace(u_char *dst, const u_char *src, size_t len)
+{
+    u_char        lo, hi, *d;
+    size_t        n, k;
+    const u_char  *p, *end;
+
+    p = src;
+    end = src + len;
+    d = dst;
+
+    while (p < end) {
+
+        if (*p < 0x80) {
+            *d++ = *p++;
+            continue;
+        }
+
+        lo = 0x80;
+        hi = 0xbf;
+
+        if (*p >= 0xc2 && *p <= 0xdf) {
+            n = 2;
+
+        } else if (*p >= 0xe0 && *p <= 0xef) {
+            n = 3;
+            lo = (*p == 0xe0) ? 0xa0 : 0x80;
+            hi = (*p == 0xed) ? 0x9f : 0xbf;
+
+        } else if (*p >= 0xf0 && *p <= 0xf4) {
+            n = 4;
+            lo = (*p == 0xf0) ? 0x90 : 0x80;
+            hi = (*p == 0xf4) ? 0x8f : 0xbf;
+
+        } else {
+            n = 0;
+        }
+
+        /* how much of the sequence is well formed */
+
+        k = 1;
+
+        if (n && p + 1 < end && p[1] >= lo && p[1] <= hi) {
+            for (k = 2; k < n && p + k < end && (p[k] & 0xc0) == 0x80; k++) {
+                /* void */
+            }
+        }
+
+        if (n && k == n) {
+            memcpy(d, p, n);
+            d += n;
+
+        } else {
+            *d++ = 0xef;
+            *d++ = 0xbf;
+            *d++ = 0xbd;
+        }
+
+        p += k;
+    }
+
+    return d - dst;
+}

@@ -42,6 +42,8 @@ int ngx_http_presence_args_ids(const u_char *s, size_t len, int64_t *ids,
     size_t max, size_t *n);
 size_t ngx_http_presence_sanitize(u_char *dst, size_t size, u_char *src,
     size_t len);
+size_t ngx_http_presence_utf8_replace(u_char *dst, const u_char *src,
+    size_t len);
 
 
 #endif /* _NGX_HTTP_PRESENCE_ARGS_H_INCLUDED_ */

@@ -29,6 +29,7 @@
 
 static ngx_int_t ngx_http_presence_cluster_row(void *data, ngx_uint_t i,
     ngx_http_presence_activity_t *act);
+static int64_t ngx_http_presence_cluster_int(u_char *p, size_t len);
 
 
 enum {
@@ -77,8 +78,8 @@ static const char  ngx_http_presence_pull_sql[] =
     ((u_char *) PQgetvalue(res, i, col))
 
 #define ngx_http_presence_pull_int(res, i, col)                               \
-    ngx_atoof(ngx_http_presence_pull_value(res, i, col),                      \
-              PQgetlength(res, i, col))
+    ngx_http_presence_cluster_int(ngx_http_presence_pull_value(res, i, col),  \
+                                  PQgetlength(res, i, col))
 
 
 ngx_int_t
@@ -212,4 +213,20 @@ ngx_http_presence_cluster_row(void *data, ngx_uint_t i,
     act->ua_hash = ngx_crc32_short(act->ua, act->ua_len);
 
     return NGX_OK;
+}
+
+
+/* a signed bigint column; NGX_ERROR (-1) when it is not one */
+
+static int64_t
+ngx_http_presence_cluster_int(u_char *p, size_t len)
+{
+    off_t  n;
+
+    if (len > 1 && p[0] == '-') {
+        n = ngx_atoof(p + 1, len - 1);
+        return (n == NGX_ERROR) ? NGX_ERROR : -n;
+    }
+
+    return ngx_atoof(p, len);
 }

@@ -21,9 +21,17 @@
 
 #define NGX_HTTP_PRESENCE_JSON_CHUNK  4096
 
+#define NGX_HTTP_PRESENCE_JSON_DAY    86400
+
+/* 0001-01-01T00:00:00 and 9999-12-31T23:59:59.999, as Python allows */
+#define NGX_HTTP_PRESENCE_JSON_MS_MIN  (-62135596800000LL)
+#define NGX_HTTP_PRESENCE_JSON_MS_MAX  253402300799999LL
+
 
 static u_char *ngx_http_presence_json_reserve(ngx_http_presence_json_t *w,
     size_t size);
+static void ngx_http_presence_json_date(u_char *date, int64_t days,
+    int64_t rem);
 
 
 void
@@ -180,18 +188,18 @@ ngx_http_presence_json_int(ngx_http_presence_json_t *w, int64_t v)
 
 
 /*
- * "YYYY-MM-DDTHH:MM:SS.ffffff", UTC, six fraction digits always; the
- * seconds part is kept for the next time of the same second
+ * A time as Python's isoformat() with six fraction digits, for any value:
+ * before 1970 too, and within Python's years 1 to 9999.  The date of the
+ * last second written is kept: most answers write the same second again.
  */
 
 void
 ngx_http_presence_json_time(ngx_http_presence_json_t *w, int64_t ms)
 {
     u_char          *p;
-    time_t           sec;
+    int64_t          sec, days, rem;
     ngx_uint_t       m;
-    ngx_tm_t         tm;
-    static time_t    cached = -1;
+    static int64_t   cached = INT64_MIN;
     static u_char    date[sizeof("\"YYYY-MM-DDTHH:MM:SS")];
 
     p = ngx_http_presence_json_reserve(w, 28);
@@ -199,17 +207,22 @@ ngx_http_presence_json_time(ngx_http_presence_json_t *w, int64_t ms)
         return;
     }
 
-    sec = (time_t) (ms / 1000);
+    ms = ngx_max(ms, NGX_HTTP_PRESENCE_JSON_MS_MIN);
+    ms = ngx_min(ms, NGX_HTTP_PRESENCE_JSON_MS_MAX);
+
+    /* floor division: -1 ms is 23:59:59.999 of the day before */
+
+    sec = ms / 1000 - (ms % 1000 < 0);
+    m = (ngx_uint_t) (ms - sec * 1000);
 
     if (sec != cached) {
-        ngx_gmtime(sec, &tm);
-        (void) ngx_sprintf(date, "\"%04d-%02d-%02dT%02d:%02d:%02d",
-                           tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
-                           tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+        days = sec / NGX_HTTP_PRESENCE_JSON_DAY
+               - (sec % NGX_HTTP_PRESENCE_JSON_DAY < 0);
+        rem = sec - days * NGX_HTTP_PRESENCE_JSON_DAY;
+
+        ngx_http_presence_json_date(date, days, rem);
         cached = sec;
     }
-
-    m = (ngx_uint_t) (ms % 1000);
 
     p = ngx_cpymem(p, date, sizeof(date) - 1);
     *p++ = '.';
@@ -223,6 +236,31 @@ ngx_http_presence_json_time(ngx_http_presence_json_t *w, int64_t ms)
 
     w->len += 28;
     w->buf->last = p;
+}
+
+
+/*
+ * "YYYY-MM-DDTHH:MM:SS after a quote: the civil date of a day counted from
+ * 1970-01-01 (Howard Hinnant's days_from_civil, inverted), any sign
+ */
+
+static void
+ngx_http_presence_json_date(u_char *date, int64_t days, int64_t rem)
+{
+    int64_t  z, era, doe, yoe, doy, mp, y, mo, d;
+
+    z = days + 719468;
+    era = (z >= 0 ? z : z - 146096) / 146097;
+    doe = z - era * 146097;
+    yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    mp = (5 * doy + 2) / 153;
+    d = doy - (153 * mp + 2) / 5 + 1;
+    mo = mp < 10 ? mp + 3 : mp - 9;
+    y = yoe + era * 400 + (mo <= 2);
+
+    (void) ngx_sprintf(date, "\"%04L-%02L-%02LT%02L:%02L:%02L",
+                       y, mo, d, rem / 3600, rem / 60 % 60, rem % 60);
 }
 
 

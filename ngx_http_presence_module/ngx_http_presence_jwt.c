@@ -24,12 +24,11 @@
 #include "ngx_http_presence_jwt.h"
 
 
-#define NGX_HTTP_PRESENCE_JWT_MAX_DEPTH  16
+#define NGX_HTTP_PRESENCE_JWT_MAX_DEPTH  64
 #define NGX_HTTP_PRESENCE_JWT_MAX_SID    256
 
-/* the largest double below 2^63, and 2^53 */
+/* the largest double below 2^63 */
 #define NGX_HTTP_PRESENCE_JWT_DBL_MAX63  9223372036854774784.0
-#define NGX_HTTP_PRESENCE_JWT_DBL_EXACT  9007199254740992.0
 
 
 typedef struct {
@@ -56,7 +55,6 @@ typedef struct {
     ssize_t                            sig_len;
     json_t                            *header;
     json_t                            *payload;
-    int                                reals;    /* integers as doubles */
     int                                alg;
     const char                        *kid;
 } ngx_http_presence_jwt_parts_t;
@@ -110,9 +108,10 @@ static int ngx_http_presence_jwt_session(ngx_http_presence_jwt_parts_t *t,
     ngx_http_presence_jwt_result_t *res);
 static ssize_t ngx_http_presence_jwt_decode(const u_char *src, size_t len,
     u_char *dst);
-static int ngx_http_presence_jwt_depth_ok(const u_char *p, size_t len);
-static json_t *ngx_http_presence_jwt_json(const u_char *p, size_t len,
-    int *ints_as_reals);
+static u_char *ngx_http_presence_jwt_prepare(const u_char *p, size_t len,
+    size_t *out);
+static int ngx_http_presence_jwt_int_overflows(const u_char *p, size_t len);
+static json_t *ngx_http_presence_jwt_json(const u_char *p, size_t len);
 static int ngx_http_presence_jwt_verify_sig(ngx_http_presence_jwt_t *jwt,
     int alg, const char *kid, const u_char *msg, size_t msg_len,
     const u_char *sig, size_t sig_len);
@@ -122,8 +121,7 @@ static int ngx_http_presence_jwt_verify_key(ngx_http_presence_jwt_key_t *key,
 static int ngx_http_presence_jwt_ecdsa_der(const u_char *sig, size_t len,
     u_char **der, int *der_len);
 static int ngx_http_presence_jwt_number(json_t *v, int64_t *n);
-static int ngx_http_presence_jwt_user_id(json_t *v, int ints_as_reals,
-    int64_t *id);
+static int ngx_http_presence_jwt_user_id(json_t *v, int64_t *id);
 static int ngx_http_presence_jwt_aud_ok(ngx_http_presence_jwt_t *jwt,
     json_t *aud);
 static int ngx_http_presence_jwt_claim_is(json_t *v, const char *value);
@@ -274,35 +272,72 @@ ngx_http_presence_jwt_decode(const u_char *src, size_t len, u_char *dst)
 }
 
 
-/* refuses nesting deeper than NGX_HTTP_PRESENCE_JWT_MAX_DEPTH */
+/*
+ * A copy of the JSON text to parse: nesting deeper than the bound is
+ * refused, and an integer literal beyond int64 gets ".0" so that jansson
+ * reads it, and it alone, as a real (a far-future "exp" stays a far-future
+ * time) while every other integer, the user id's too, stays exact.
+ */
 
-static int
-ngx_http_presence_jwt_depth_ok(const u_char *p, size_t len)
+static u_char *
+ngx_http_presence_jwt_prepare(const u_char *p, size_t len, size_t *out)
 {
-    int     depth, in_string, escaped;
-    size_t  i;
+    int            depth, in_string, escaped;
+    u_char        *copy, *d;
+    const u_char  *end, *start;
+
+    /* at most one ".0" for every two bytes ("1,") */
+
+    copy = malloc(2 * len + 2);
+    if (copy == NULL) {
+        return NULL;
+    }
 
     depth = 0;
     in_string = 0;
     escaped = 0;
+    end = p + len;
+    d = copy;
 
-    for (i = 0; i < len; i++) {
+    while (p < end) {
 
         if (in_string) {
             if (escaped) {
                 escaped = 0;
 
-            } else if (p[i] == '\\') {
+            } else if (*p == '\\') {
                 escaped = 1;
 
-            } else if (p[i] == '"') {
+            } else if (*p == '"') {
                 in_string = 0;
+            }
+
+            *d++ = *p++;
+            continue;
+        }
+
+        if (*p == '-' || (*p >= '0' && *p <= '9')) {
+            start = p;
+
+            while (p < end && (*p == '-' || *p == '+' || *p == '.'
+                               || *p == 'e' || *p == 'E'
+                               || (*p >= '0' && *p <= '9')))
+            {
+                p++;
+            }
+
+            memcpy(d, start, p - start);
+            d += p - start;
+
+            if (ngx_http_presence_jwt_int_overflows(start, p - start)) {
+                *d++ = '.';
+                *d++ = '0';
             }
 
             continue;
         }
 
-        switch (p[i]) {
+        switch (*p) {
 
         case '"':
             in_string = 1;
@@ -311,7 +346,8 @@ ngx_http_presence_jwt_depth_ok(const u_char *p, size_t len)
         case '{':
         case '[':
             if (++depth > NGX_HTTP_PRESENCE_JWT_MAX_DEPTH) {
-                return 0;
+                free(copy);
+                return NULL;
             }
             break;
 
@@ -320,40 +356,63 @@ ngx_http_presence_jwt_depth_ok(const u_char *p, size_t len)
             depth--;
             break;
         }
+
+        *d++ = *p++;
     }
 
-    return 1;
+    *out = d - copy;
+
+    return copy;
+}
+
+
+/* an integer literal (no fraction, no exponent) that int64 cannot hold */
+
+static int
+ngx_http_presence_jwt_int_overflows(const u_char *p, size_t len)
+{
+    size_t       i, n;
+    const char  *max;
+
+    i = (len && p[0] == '-') ? 1 : 0;
+    max = i ? "9223372036854775808" : "9223372036854775807";
+
+    for (n = i; n < len; n++) {
+        if (p[n] < '0' || p[n] > '9') {
+            return 0;       /* a real, or not a number: jansson decides */
+        }
+    }
+
+    while (i + 1 < len && p[i] == '0') {
+        i++;
+    }
+
+    n = len - i;
+
+    return n > 19 || (n == 19 && memcmp(p + i, max, 19) > 0);
 }
 
 
 /*
- * a JSON object: duplicate keys, NUL bytes and invalid UTF-8 are refused;
- * integers beyond int64 are read as reals rather than refused, so that a
- * far-future "exp" stays a far-future time
+ * a JSON object: duplicate keys, NUL bytes and invalid UTF-8 are refused
  */
 
 static json_t *
-ngx_http_presence_jwt_json(const u_char *p, size_t len, int *ints_as_reals)
+ngx_http_presence_jwt_json(const u_char *p, size_t len)
 {
+    size_t         n;
+    u_char        *copy;
     json_t        *json;
     json_error_t   error;
 
-    *ints_as_reals = 0;
-
-    if (!ngx_http_presence_jwt_depth_ok(p, len)) {
+    copy = ngx_http_presence_jwt_prepare(p, len, &n);
+    if (copy == NULL) {
         return NULL;
     }
 
-    json = json_loadb((const char *) p, len, JSON_REJECT_DUPLICATES, &error);
+    json = json_loadb((const char *) copy, n, JSON_REJECT_DUPLICATES, &error);
 
-    if (json == NULL
-        && json_error_code(&error) == json_error_numeric_overflow)
-    {
-        *ints_as_reals = 1;
-        json = json_loadb((const char *) p, len,
-                          JSON_REJECT_DUPLICATES|JSON_DECODE_INT_AS_REAL,
-                          &error);
-    }
+    free(copy);
 
     if (json != NULL && !json_is_object(json)) {
         json_decref(json);
@@ -457,7 +516,7 @@ ngx_http_presence_jwt_header(ngx_http_presence_jwt_t *jwt,
         return 0;
     }
 
-    t->header = ngx_http_presence_jwt_json(t->hdr, t->hdr_len, &t->reals);
+    t->header = ngx_http_presence_jwt_json(t->hdr, t->hdr_len);
     if (t->header == NULL) {
         res->reason = "header is not a JSON object";
         return 0;
@@ -527,7 +586,7 @@ ngx_http_presence_jwt_claims(ngx_http_presence_jwt_t *jwt,
     json_t  *payload, *v;
     int64_t  exp, nbf, iat;
 
-    t->payload = ngx_http_presence_jwt_json(t->pay, t->pay_len, &t->reals);
+    t->payload = ngx_http_presence_jwt_json(t->pay, t->pay_len);
     if (t->payload == NULL) {
         res->reason = "payload is not a JSON object";
         return NGX_HTTP_PRESENCE_JWT_INVALID;
@@ -585,7 +644,7 @@ ngx_http_presence_jwt_claims(ngx_http_presence_jwt_t *jwt,
 
     v = json_object_get(payload, jwt->claim ? jwt->claim : "sub");
 
-    if (!ngx_http_presence_jwt_user_id(v, t->reals, &res->user_id)) {
+    if (!ngx_http_presence_jwt_user_id(v, &res->user_id)) {
         res->reason = "the user claim is not a positive integer";
         return NGX_HTTP_PRESENCE_JWT_INVALID;
     }
@@ -849,12 +908,14 @@ ngx_http_presence_jwt_number(json_t *v, int64_t *n)
 }
 
 
-/* a positive integer, or a string of digits, within int64 */
+/*
+ * the user id: an integer or a string of digits, positive, within int64;
+ * a real (5.0, or an integer beyond int64) is not one
+ */
 
 static int
-ngx_http_presence_jwt_user_id(json_t *v, int ints_as_reals, int64_t *id)
+ngx_http_presence_jwt_user_id(json_t *v, int64_t *id)
 {
-    double       d;
     size_t       i, len;
     uint64_t     n;
     const char  *s;
@@ -862,20 +923,6 @@ ngx_http_presence_jwt_user_id(json_t *v, int ints_as_reals, int64_t *id)
     if (json_is_integer(v)) {
         *id = json_integer_value(v);
         return *id > 0;
-    }
-
-    if (json_is_real(v) && ints_as_reals) {
-
-        /* the payload had an integer beyond int64 somewhere */
-
-        d = json_real_value(v);
-
-        if (d >= 1 && d <= NGX_HTTP_PRESENCE_JWT_DBL_EXACT && d == floor(d)) {
-            *id = (int64_t) d;
-            return 1;
-        }
-
-        return 0;
     }
 
     if (!json_is_string(v)) {

@@ -501,3 +501,35 @@ my @s = map { (split /\./, $_)[2] }
 # nginx's own debug lines print request headers ("http header: ..."): only
 # the module's lines are ours to keep clean
 [map { qr/^(?!.*http header: ).*\Q$_\E/ } @s, $Presence::JWT::SECRET, 'eyJ']
+
+
+
+=== one user id is never read as another, whatever other claims hold
+--- request eval
+[map { "GET /t" } 1 .. 8]
+--- more_headers eval
+[map { Presence::JWT::bearer(Presence::JWT::raw('{"alg":"HS256"}', $_)) }
+ '{"sub":9007199254740993,"exp":4102444800,"big":99999999999999999999}',
+ '{"sub":9007199254740993,"exp":99999999999999999999999}',
+ '{"big":-99999999999999999999,"sub":9223372036854775807,"exp":4102444800}',
+ '{"sub":9007199254740993,"exp":4102444800,"n":[1,2e400,18446744073709551616]}',
+ '{"sub":"9007199254740993","exp":4102444800,"big":1e30}',
+ '{"sub":9223372036854775808,"exp":4102444800}',
+ '{"sub":5.0,"exp":4102444800}',
+ '{"sub":00012,"exp":4102444800}']
+--- response_body eval
+["valid 9007199254740993\n", "valid 9007199254740993\n",
+ "valid 9223372036854775807\n", "invalid \n", "valid 9007199254740993\n",
+ "invalid \n", "invalid \n", "invalid \n"]
+
+
+
+=== claims nested 40 deep are accepted (python-jose does), 70 deep are not
+--- request eval
+["GET /t", "GET /t"]
+--- more_headers eval
+[map { Presence::JWT::bearer(Presence::JWT::raw('{"alg":"HS256"}',
+    '{"sub":"3","exp":4102444800,"x":' . ('[' x $_) . (']' x $_) . '}')) }
+ 40, 70]
+--- response_body eval
+["valid 3\n", "invalid \n"]

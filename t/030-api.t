@@ -304,3 +304,16 @@ __DATA__
  . "GET /api/v1/online/count HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
  . "Authorization: Bearer " . Presence::Test::tok(1) . "\r\n\r\n"]
 --- response_body_like: "cleaned_sessions":0
+
+
+
+=== 422 bodies echo what FastAPI decodes: invalid UTF-8 becomes U+FFFD
+--- raw_request eval
+[map { main::api("count?threshold_minutes=$_") }
+ '%ff%c0', '%e2%82', '%c3%a9', 'a%80b', '%ed%a0%80', '%f0%9f%98%80x']
+--- error_code eval
+[422, 422, 422, 422, 422, 422]
+--- response_body_like eval
+[map { '^\{"detail":\[\{"type":"int_parsing","loc":\["query","threshold_minutes"\],"msg":"Input should be a valid integer, unable to parse string as an integer","input":"' . $_ . '"\}\]\}$' }
+ "\xef\xbf\xbd\xef\xbf\xbd", "\xef\xbf\xbd", "\xc3\xa9", "a\xef\xbf\xbdb",
+ "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd", "\xf0\x9f\x98\x80x"]

@@ -1,0 +1,69 @@
+# Hostile or odd rows in PostgreSQL, as a cluster node pulls them: every
+# timestamp the API writes is valid ISO JSON whatever the table holds.
+
+use strict;
+use warnings;
+
+use lib 't/lib';
+use JSON::PP;
+use Presence::JWT;
+use Presence::Nginx;
+use Presence::PG qw(pg_query pg_value);
+use Test::More;
+
+my $dsn = $ENV{TEST_NGINX_PG_DSN}
+    or plan skip_all => 'TEST_NGINX_PG_DSN is not set (run "make test")';
+
+*wait_until = \&Presence::Nginx::wait_until;
+
+sub tok { Presence::JWT::token(sub => shift) }
+
+sub token_hex { sprintf '%064x', shift }
+
+pg_query('TRUNCATE user_sessions, presence_peaks');
+pg_query('DELETE FROM users');
+pg_query(q{INSERT INTO users (id, username)
+           SELECT g, 'user' || g FROM generate_series(1, 20) g});
+
+my $n = Presence::Nginx->new(name => 'hardening', workers => 1,
+                             http => <<EOC);
+    presence_zone zone=presence:4m;
+    presence_jwt_secret "$Presence::JWT::SECRET";
+    presence_postgres "$dsn";
+    presence_flush_interval 200ms;
+    presence_cluster on;
+    presence_node hardening;
+EOC
+$n->start;
+
+# rows another writer left: before 1970, before year 1
+
+pg_query(sprintf q{INSERT INTO user_sessions (user_id, session_token,
+                       created_at, last_activity, expires_at, is_active,
+                       node, updated_at)
+                   VALUES (5, '%s', '1969-12-31 23:59:59.015',
+                           now() AT TIME ZONE 'UTC', NULL, true, 'other',
+                           now() AT TIME ZONE 'UTC'),
+                          (6, '%s', '0500-01-01 00:00:00 BC',
+                           now() AT TIME ZONE 'UTC', NULL, true, 'other',
+                           now() AT TIME ZONE 'UTC')},
+         token_hex(5), token_hex(6));
+
+for my $case ([5, '1969-12-31T23:59:59.015000'],
+              [6, '0001-01-01T00:00:00.000000'])
+{
+    my ($user, $created) = @$case;
+    my $body = wait_until(sub {
+        my (undef, $b) = $n->get('/api/v1/online/sessions', tok($user));
+        $b =~ /"count":1/ ? $b : '';
+    });
+
+    my $json = eval { JSON::PP->new->utf8->decode($body) };
+    ok($json, "user $user: sessions is valid JSON") or diag($body);
+    is($json && $json->{sessions}[0]{created_at}, $created,
+       "user $user: created_at $created");
+}
+
+$n->stop;
+
+done_testing;
