@@ -28,6 +28,7 @@
 
 /* profiles of a page: at most 3 x 1024 bytes a user, usually a tenth */
 #define NGX_HTTP_PRESENCE_PROFILE_AREA  65536
+#define NGX_HTTP_PRESENCE_PAGE_TRIES    3
 
 
 typedef enum {
@@ -591,7 +592,8 @@ ngx_http_presence_api_users(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf)
 {
     u_char                     *area;
-    ngx_uint_t                  k;
+    size_t                      size;
+    ngx_uint_t                  k, tries;
     ngx_http_presence_json_t    w;
     ngx_http_presence_page_t    page;
     ngx_http_presence_param_t   params[] = {
@@ -613,16 +615,42 @@ ngx_http_presence_api_users(ngx_http_request_t *r,
 
     page.users = ngx_palloc(r->pool, page.limit
                                   * sizeof(ngx_http_presence_user_info_t));
-    area = ngx_palloc(r->pool, NGX_HTTP_PRESENCE_PROFILE_AREA);
-
-    if (page.users == NULL || area == NULL) {
+    if (page.users == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    page.area = area;
-    page.area_end = area + NGX_HTTP_PRESENCE_PROFILE_AREA;
+    /*
+     * profiles rarely fill the usual area; when they do, the page is
+     * asked for again with the room it said it needs (and a margin for
+     * what changed meanwhile): a page never drops a profile silently
+     */
 
-    ngx_http_presence_store_page(zone, &page, r->connection->log);
+    size = NGX_HTTP_PRESENCE_PROFILE_AREA;
+
+    for (tries = 0; /* void */; tries++) {
+        area = ngx_palloc(r->pool, size);
+        if (area == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        page.area = area;
+        page.area_end = area + size;
+
+        ngx_http_presence_store_page(zone, &page, r->connection->log);
+
+        if (page.needed <= size) {
+            break;
+        }
+
+        if (tries == NGX_HTTP_PRESENCE_PAGE_TRIES) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "presence: a page of users needs %uz bytes of "
+                          "profiles, more than %uz", page.needed, size);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        size = page.needed + page.needed / 4;
+    }
 
     ngx_qsort(page.users, page.nusers, sizeof(ngx_http_presence_user_info_t),
               ngx_http_presence_api_user_first);

@@ -1944,6 +1944,7 @@ ngx_http_presence_store_page(ngx_http_presence_zone_t *zone,
 
     area = page->area;
     page->nusers = 0;
+    page->needed = 0;
 
     sh = ngx_http_presence_store_lock(zone, log);
 
@@ -1971,8 +1972,10 @@ ngx_http_presence_store_page(ngx_http_presence_zone_t *zone,
             row->profile[f] = area;
 
             if (row->len[f] > 0) {
+                page->needed += row->len[f];
+
                 if (row->len[f] > page->area_end - area) {
-                    row->len[f] = -1;       /* copied next time */
+                    row->len[f] = -1;       /* the caller asks again */
                     continue;
                 }
 

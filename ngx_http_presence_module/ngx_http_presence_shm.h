@@ -79,8 +79,10 @@ typedef struct {
 /*
  * A page: the caller gives offset, limit, threshold, timeout, room for
  * "limit" users and an area for their profiles; the store fills in the
- * users, the total within the threshold and the zone's clock.  A profile
- * that does not fit the area is given as null (len -1).
+ * users, the total within the threshold, the zone's clock, and how many
+ * bytes the profiles needed: when that is more than the area, the page
+ * is incomplete (profiles that did not fit have len -1) and the caller
+ * asks again with a larger area.
  */
 
 typedef struct {
@@ -95,6 +97,7 @@ typedef struct {
     ngx_uint_t                      nusers;
     ngx_uint_t                      total;
     time_t                          now;
+    size_t                          needed;      /* profile bytes */
 } ngx_http_presence_page_t;
 
 

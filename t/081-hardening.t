@@ -64,6 +64,38 @@ for my $case ([5, '1969-12-31T23:59:59.015000'],
        "user $user: created_at $created");
 }
 
+# a page whose profiles do not fit the usual area: none is dropped
+
+pg_query(q{INSERT INTO users (id, username)
+           SELECT g, 'user' || g FROM generate_series(21, 40) g});
+pg_query(q{UPDATE users SET
+             username = 'U' || id || repeat('あ', 250),
+             display_name = repeat('é', 255),
+             avatar_url = 'https://img.example/' || repeat('a', 2000)
+           WHERE id BETWEEN 7 AND 40});
+
+$n->get('/app/x', tok($_)) for 7 .. 40;
+
+my $named = sub {
+    my (undef, $b) = $n->get('/api/v1/online/users?limit=100', tok(7));
+    my $j = eval { JSON::PP->new->utf8->decode($b) } or return 0;
+    my @u = grep { $_->{user_id} >= 7 } @{ $j->{online_users} };
+    my @full = grep { defined $_->{username} && defined $_->{display_name}
+                      && defined $_->{avatar_url} } @u;
+    return @full == 34 ? $j : 0;
+};
+
+my $page = wait_until($named, 10);
+ok($page, 'all 34 users of a 87 KB page have their profiles');
+
+SKIP: {
+    skip 'no page', 3 unless $page;
+    my ($u) = grep { $_->{user_id} == 7 } @{ $page->{online_users} };
+    is(length $u->{username}, 252, 'username whole');
+    is($u->{display_name}, "\x{e9}" x 255, 'display_name whole');
+    is(length $u->{avatar_url}, 1024, 'avatar_url cut at 1024 bytes');
+}
+
 $n->stop;
 
 done_testing;
