@@ -26,7 +26,7 @@
 
 
 #define NGX_HTTP_PRESENCE_ZONE_MAGIC    0x50524553  /* "PRES" */
-#define NGX_HTTP_PRESENCE_ZONE_VERSION  3
+#define NGX_HTTP_PRESENCE_ZONE_VERSION  4
 
 #define NGX_HTTP_PRESENCE_NIL           0xffffffff
 
@@ -140,6 +140,8 @@ typedef struct {
     uint32_t                        lru_tail;
     uint32_t                        q_head;
     uint32_t                        q_tail;
+    uint32_t                        nslots;      /* entry points into the */
+    uint32_t                        slot_step;   /* users queue: seconds */
 
     uint64_t                        ring_head;   /* ring[head % nring] */
     uint64_t                        ring_tail;
@@ -182,6 +184,7 @@ typedef struct {
     uint32_t                       *session_hash;
     uint32_t                       *user_hash;
     uint32_t                       *ring;
+    uint32_t                       *q_slots;     /* first user of a slot */
     int32_t                        *users_bit;   /* Fenwick trees over */
     int32_t                        *sessions_bit; /* the window */
     ngx_http_presence_session_t    *sessions;
@@ -270,6 +273,8 @@ static ngx_int_t ngx_http_presence_layout(ngx_http_presence_zone_t *zone,
     ngx_str_t *name, ngx_log_t *log);
 static ngx_int_t ngx_http_presence_layout_arrays(ngx_slab_pool_t *shpool,
     ngx_http_presence_shm_t *sh);
+static ngx_int_t ngx_http_presence_layout_slots(ngx_slab_pool_t *shpool,
+    ngx_http_presence_shm_t *sh);
 static void ngx_http_presence_bit_add(int32_t *bit, int64_t t,
     int32_t delta);
 static int64_t ngx_http_presence_bit_sum(int32_t *bit, ngx_uint_t i);
@@ -295,12 +300,16 @@ static void ngx_http_presence_lru_head(ngx_http_presence_shm_t *sh,
     uint32_t i);
 static void ngx_http_presence_lru_unlink(ngx_http_presence_shm_t *sh,
     uint32_t i);
-static void ngx_http_presence_q_head(ngx_http_presence_shm_t *sh,
-    uint32_t i);
 static void ngx_http_presence_q_place(ngx_http_presence_shm_t *sh,
     uint32_t i);
 static void ngx_http_presence_q_unlink(ngx_http_presence_shm_t *sh,
     uint32_t i);
+static uint32_t ngx_http_presence_slot_first(ngx_http_presence_shm_t *sh,
+    int64_t t);
+static uint32_t ngx_http_presence_q_find(ngx_http_presence_shm_t *sh,
+    int64_t t);
+static uint32_t ngx_http_presence_q_rank(ngx_http_presence_zone_t *zone,
+    ngx_uint_t rank, time_t seconds);
 static uint32_t ngx_http_presence_ua_get(ngx_http_presence_zone_t *zone,
     ngx_http_presence_activity_t *act);
 static void ngx_http_presence_ua_put(ngx_http_presence_zone_t *zone,
@@ -588,7 +597,9 @@ ngx_http_presence_layout(ngx_http_presence_zone_t *zone, ngx_str_t *name,
     sh->nring = zone->ring ? zone->ring : ngx_max(n / 4,
                                                NGX_HTTP_PRESENCE_RING_MIN);
 
-    if (ngx_http_presence_layout_arrays(shpool, sh) != NGX_OK) {
+    if (ngx_http_presence_layout_arrays(shpool, sh) != NGX_OK
+        || ngx_http_presence_layout_slots(shpool, sh) != NGX_OK)
+    {
         goto small;
     }
 
@@ -656,6 +667,48 @@ ngx_http_presence_layout_arrays(ngx_slab_pool_t *shpool,
     sh->q_head = NGX_HTTP_PRESENCE_NIL;
     sh->q_tail = NGX_HTTP_PRESENCE_NIL;
     sh->clock = ngx_time();
+
+    return NGX_OK;
+}
+
+
+/*
+ * The users queue's entry points: the first user of each slot of seconds,
+ * as fine as a third of what is left for strings allows (one second in a
+ * zone of 8m and more), so that a page starts without a walk from the
+ * head.  They take nothing from the sessions' share.
+ */
+
+static ngx_int_t
+ngx_http_presence_layout_slots(ngx_slab_pool_t *shpool,
+    ngx_http_presence_shm_t *sh)
+{
+    size_t      room;
+    uint32_t    i;
+    ngx_uint_t  k;
+
+    static uint32_t  steps[] = { 1, 10, 60, 300 };
+
+    room = shpool->pfree * ngx_pagesize / 3;
+
+    for (k = 0; k < sizeof(steps) / sizeof(uint32_t) - 1; k++) {
+        if (NGX_HTTP_PRESENCE_DAY / steps[k] * sizeof(uint32_t) <= room) {
+            break;
+        }
+    }
+
+    sh->slot_step = steps[k];
+    sh->nslots = NGX_HTTP_PRESENCE_DAY / sh->slot_step;
+
+    sh->q_slots = ngx_slab_alloc_locked(shpool,
+                                        sh->nslots * sizeof(uint32_t));
+    if (sh->q_slots == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < sh->nslots; i++) {
+        sh->q_slots[i] = NGX_HTTP_PRESENCE_NIL;
+    }
 
     return NGX_OK;
 }
@@ -1131,8 +1184,11 @@ ngx_http_presence_user_active(ngx_http_presence_zone_t *zone,
     if (now_ms / 1000 > user->last_ms / 1000) {
         ngx_http_presence_bit_move(sh, sh->users_bit, user->last_ms / 1000,
                                    now_ms / 1000);
-        user->last_ms = now_ms;
+
+        /* out of its old second's slot, into its new one */
+
         ngx_http_presence_q_unlink(sh, user - sh->users);
+        user->last_ms = now_ms;
         ngx_http_presence_q_place(sh, user - sh->users);
 
     } else if (now_ms > user->last_ms) {
@@ -1493,87 +1549,234 @@ ngx_http_presence_lru_unlink(ngx_http_presence_shm_t *sh, uint32_t i)
 }
 
 
-static void
-ngx_http_presence_q_head(ngx_http_presence_shm_t *sh, uint32_t i)
+/* the second of a user's latest activity, and its slot */
+
+#define ngx_http_presence_second(sh, i)  ((sh)->users[i].last_ms / 1000)
+
+#define ngx_http_presence_slot(sh, t)                                         \
+    ((uint32_t) (((t) / (sh)->slot_step) % (sh)->nslots))
+
+
+/* the first user of the slot of second t, or NIL */
+
+static uint32_t
+ngx_http_presence_slot_first(ngx_http_presence_shm_t *sh, int64_t t)
 {
-    ngx_http_presence_user_t  *user;
+    int64_t   u;
+    uint32_t  i;
 
-    user = &sh->users[i];
+    i = sh->q_slots[ngx_http_presence_slot(sh, t)];
 
-    user->q_prev = NGX_HTTP_PRESENCE_NIL;
-    user->q_next = sh->q_head;
-
-    if (sh->q_head != NGX_HTTP_PRESENCE_NIL) {
-        sh->users[sh->q_head].q_prev = i;
-
-    } else {
-        sh->q_tail = i;
+    if (i == NGX_HTTP_PRESENCE_NIL || i >= sh->nusers
+        || sh->users[i].user_id == 0)
+    {
+        return NGX_HTTP_PRESENCE_NIL;
     }
 
-    sh->q_head = i;
+    /* a slot a day old is empty */
+
+    u = ngx_http_presence_second(sh, i);
+
+    if (u / sh->slot_step != t / sh->slot_step
+        || u <= sh->clock - NGX_HTTP_PRESENCE_DAY)
+    {
+        return NGX_HTTP_PRESENCE_NIL;
+    }
+
+    return i;
 }
 
 
-/* into the users queue at its place: most recent first */
+/*
+ * Into the users queue at its place, most recent first: before the first
+ * user whose latest second is not later.  Local activity goes to the head
+ * at once; activity pulled with its own time starts from its slot.
+ */
 
 static void
 ngx_http_presence_q_place(ngx_http_presence_shm_t *sh, uint32_t i)
 {
-    uint32_t                   j, prev;
-    ngx_http_presence_user_t  *user;
+    int64_t   t;
+    uint32_t  next, prev, first;
 
-    user = &sh->users[i];
+    t = ngx_http_presence_second(sh, i);
+    next = sh->q_head;
 
-    if (sh->q_head == NGX_HTTP_PRESENCE_NIL
-        || sh->users[sh->q_head].last_ms / 1000 <= user->last_ms / 1000)
+    if (next != NGX_HTTP_PRESENCE_NIL
+        && ngx_http_presence_second(sh, next) > t)
     {
-        ngx_http_presence_q_head(sh, i);
-        return;
+        next = ngx_http_presence_q_find(sh, t);
     }
 
-    prev = sh->q_head;
+    prev = (next == NGX_HTTP_PRESENCE_NIL) ? sh->q_tail
+                                           : sh->users[next].q_prev;
 
-    for (j = sh->users[prev].q_next;
-         j != NGX_HTTP_PRESENCE_NIL
-         && sh->users[j].last_ms / 1000 > user->last_ms / 1000;
-         j = sh->users[j].q_next)
-    {
-        prev = j;
-    }
+    sh->users[i].q_prev = prev;
+    sh->users[i].q_next = next;
 
-    user->q_prev = prev;
-    user->q_next = j;
-    sh->users[prev].q_next = i;
-
-    if (j != NGX_HTTP_PRESENCE_NIL) {
-        sh->users[j].q_prev = i;
+    if (prev == NGX_HTTP_PRESENCE_NIL) {
+        sh->q_head = i;
 
     } else {
-        sh->q_tail = i;
+        sh->users[prev].q_next = i;
     }
+
+    if (next == NGX_HTTP_PRESENCE_NIL) {
+        sh->q_tail = i;
+
+    } else {
+        sh->users[next].q_prev = i;
+    }
+
+    /* the first of its slot when nothing in the slot is later */
+
+    first = ngx_http_presence_slot_first(sh, t);
+
+    if (first == NGX_HTTP_PRESENCE_NIL || first == next) {
+        sh->q_slots[ngx_http_presence_slot(sh, t)] = i;
+    }
+}
+
+
+/*
+ * The first user whose latest second is not later than t: found from t's
+ * slot, else from the next slot back that has users, else from the tail
+ * (users older than a day).  Every walk checks for the end of the queue.
+ */
+
+static uint32_t
+ngx_http_presence_q_find(ngx_http_presence_shm_t *sh, int64_t t)
+{
+    int64_t   s;
+    uint32_t  j;
+
+    for (s = t; s > sh->clock - NGX_HTTP_PRESENCE_DAY; s -= sh->slot_step) {
+
+        j = ngx_http_presence_slot_first(sh, s);
+
+        if (j == NGX_HTTP_PRESENCE_NIL) {
+            continue;
+        }
+
+        /* within the slot, past what is later than t */
+
+        while (j != NGX_HTTP_PRESENCE_NIL
+               && ngx_http_presence_second(sh, j) > t)
+        {
+            j = sh->users[j].q_next;
+        }
+
+        return j;
+    }
+
+    /* only users a day old (or none) are left: they are at the tail */
+
+    j = sh->q_tail;
+
+    while (j != NGX_HTTP_PRESENCE_NIL && sh->users[j].q_prev
+           != NGX_HTTP_PRESENCE_NIL
+           && ngx_http_presence_second(sh, sh->users[j].q_prev) <= t)
+    {
+        j = sh->users[j].q_prev;
+    }
+
+    if (j != NGX_HTTP_PRESENCE_NIL && ngx_http_presence_second(sh, j) > t) {
+        return NGX_HTTP_PRESENCE_NIL;
+    }
+
+    return j;
 }
 
 
 static void
 ngx_http_presence_q_unlink(ngx_http_presence_shm_t *sh, uint32_t i)
 {
+    int64_t                    t;
+    uint32_t                  *slot, next;
     ngx_http_presence_user_t  *user;
 
     user = &sh->users[i];
+    next = user->q_next;
 
-    if (user->q_prev != NGX_HTTP_PRESENCE_NIL) {
-        sh->users[user->q_prev].q_next = user->q_next;
+    /* the slot's first user goes: the next one, if it is of the slot */
 
-    } else {
-        sh->q_head = user->q_next;
+    t = ngx_http_presence_second(sh, i);
+    slot = &sh->q_slots[ngx_http_presence_slot(sh, t)];
+
+    if (*slot == i) {
+        *slot = (next != NGX_HTTP_PRESENCE_NIL
+                 && ngx_http_presence_second(sh, next) / sh->slot_step
+                    == t / sh->slot_step)
+                ? next : NGX_HTTP_PRESENCE_NIL;
     }
 
-    if (user->q_next != NGX_HTTP_PRESENCE_NIL) {
-        sh->users[user->q_next].q_prev = user->q_prev;
+    if (user->q_prev != NGX_HTTP_PRESENCE_NIL) {
+        sh->users[user->q_prev].q_next = next;
+
+    } else {
+        sh->q_head = next;
+    }
+
+    if (next != NGX_HTTP_PRESENCE_NIL) {
+        sh->users[next].q_prev = user->q_prev;
 
     } else {
         sh->q_tail = user->q_prev;
     }
+}
+
+
+/*
+ * The user at "rank" (0: the most recent) among those within the last
+ * "seconds": the second it is in, found by a binary search through the
+ * counting tree; then its slot's first user and a walk within the slot.
+ */
+
+static uint32_t
+ngx_http_presence_q_rank(ngx_http_presence_zone_t *zone, ngx_uint_t rank,
+    time_t seconds)
+{
+    int64_t                   lo, hi, mid, t;
+    uint32_t                  j;
+    ngx_uint_t                later;
+    ngx_http_presence_shm_t  *sh;
+
+    sh = zone->sh;
+
+    /* the latest second t with more than "rank" users in [t, clock] */
+
+    lo = sh->clock - seconds + 1;
+    hi = sh->clock;
+
+    while (lo < hi) {
+        mid = hi - (hi - lo) / 2;
+
+        if (ngx_http_presence_count(zone, sh->clock - mid + 1, 0) > rank) {
+            lo = mid;
+
+        } else {
+            hi = mid - 1;
+        }
+    }
+
+    t = lo;
+    later = (t < sh->clock) ? ngx_http_presence_count(zone, sh->clock - t, 0)
+                            : 0;
+
+    j = ngx_http_presence_slot_first(sh, t);
+
+    /* past the slot's users later than t, then the rank within t */
+
+    while (j != NGX_HTTP_PRESENCE_NIL && ngx_http_presence_second(sh, j) > t)
+    {
+        j = sh->users[j].q_next;
+    }
+
+    for ( /* void */ ; j != NGX_HTTP_PRESENCE_NIL && later < rank; later++) {
+        j = sh->users[j].q_next;
+    }
+
+    return j;
 }
 
 
@@ -1952,13 +2155,15 @@ ngx_http_presence_store_page(ngx_http_presence_zone_t *zone,
     cutoff = page->now - page->threshold;
     page->total = ngx_http_presence_count(zone, page->threshold, 0);
 
-    i = sh->q_head;
+    i = (page->offset < page->total)
+        ? ngx_http_presence_q_rank(zone, page->offset, page->threshold)
+        : NGX_HTTP_PRESENCE_NIL;
 
-    for (k = 0; k < page->offset && k < page->total; k++) {
-        i = sh->users[i].q_next;
-    }
-
-    for ( /* void */ ; k < page->total && page->nusers < page->limit; k++) {
+    for (k = page->offset;
+         k < page->total && page->nusers < page->limit
+         && i != NGX_HTTP_PRESENCE_NIL;
+         k++)
+    {
         user = &sh->users[i];
         row = &page->users[page->nusers];
 

@@ -98,4 +98,54 @@ SKIP: {
 
 $n->stop;
 
+# pages start by rank, not by a walk from the head: 3 000 users pulled
+# with their own times, one second apart over 50 minutes, are listed in
+# that order at every offset (zones of 10-second and 1-second slots)
+
+pg_query('TRUNCATE user_sessions');
+pg_query(q{INSERT INTO users (id, username)
+           SELECT 1000 + g, 'user' || (1000 + g)
+             FROM generate_series(1, 3000) g});
+pg_query(q{INSERT INTO user_sessions (user_id, session_token, created_at,
+               last_activity, is_active, node, updated_at)
+           SELECT 1000 + g, lpad(to_hex(100000 + g), 64, '0'),
+                  (now() AT TIME ZONE 'UTC') - make_interval(secs => g),
+                  (now() AT TIME ZONE 'UTC') - make_interval(secs => g),
+                  true, 'other', now() AT TIME ZONE 'UTC'
+             FROM generate_series(1, 3000) g});
+
+for my $size ('4m', '16m') {
+    $n = Presence::Nginx->new(name => 'hardening', workers => 1,
+                              http => <<EOC);
+    presence_zone zone=presence:$size;
+    presence_jwt_secret "$Presence::JWT::SECRET";
+    presence_postgres "$dsn";
+    presence_flush_interval 200ms;
+    presence_cluster on;
+    presence_node hardening;
+EOC
+    $n->start;
+
+    ok(wait_until(sub {
+           my (undef, $b) = $n->get('/api/v1/online/count?threshold_minutes=60',
+                                    tok(1));
+           $b =~ /"online_count":3000\b/ }),
+       "$size: 3000 users pulled");
+
+    my @bad;
+    for my $offset (0, 1, 9, 10, 49, 50, 777, 1234, 2950, 2999, 3000) {
+        my (undef, $b) = $n->get('/api/v1/online/users?threshold_minutes=60'
+                                 . "&limit=50&offset=$offset", tok(1));
+        my $j = eval { JSON::PP->new->utf8->decode($b) };
+        my @got = map { $_->{user_id} } @{ $j ? $j->{online_users} : [] };
+        my $last = $offset + 49 < 2999 ? $offset + 49 : 2999;
+        my @want = $offset < 3000 ? map { 1001 + $_ } $offset .. $last : ();
+        push @bad, "offset $offset: @got[0 .. 2] ..."
+            unless "@got" eq "@want" && $j->{total} == 3000;
+    }
+    is("@bad", '', "$size: every page in order, total 3000");
+
+    $n->stop;
+}
+
 done_testing;
