@@ -108,9 +108,9 @@ $proxies
         location /rate1/ { limit_req zone=r1 burst=50 nodelay; presence on; proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
         location /rate2/ { limit_req zone=r2 burst=50 nodelay; presence on; proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
         location /rate3/ { limit_req zone=r3 burst=50 nodelay; presence on; proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
-        location = /same/count { return 200 'COUNT_BODY'; }
-        location = /same/stats { return 200 'STATS_BODY'; }
-        location = /same/users { return 200 'USERS_BODY'; }
+        location = /same/count { COUNT_BODY }
+        location = /same/stats { STATS_BODY }
+        location = /same/users { USERS_BODY }
         location = /metrics { presence_metrics; }
 EOS
 
@@ -209,6 +209,39 @@ sub body_of {
     return $body;
 }
 
+# "return 200" of a body of $len bytes: a configuration token holds at most
+# 4 KiB, so long bodies are put together from several variables
+sub same_body {
+    my $len = shift;
+    my ($conf, $vars, $i) = ('', '', 0);
+    while ($len > 0) {
+        my $k = $len > 3000 ? 3000 : $len;
+        $conf .= "set \$b$i '" . ('x' x $k) . "'; ";
+        $vars .= "\$b$i";
+        $len -= $k;
+        $i++;
+    }
+    return $conf . "return 200 \"$vars\";";
+}
+
+# a reload that must take: nginx -t, then each baseline serves its size
+sub reload_checked {
+    my ($node, %want) = @_;
+    $node->write_conf;
+    my $root = $node->root;
+    my $t = `$ENV{TEST_NGINX_BINARY} -t -p $root/ -c conf/nginx.conf 2>&1`;
+    die "bench: the configuration does not load:\n$t" if $?;
+    $node->reload;
+    my $deadline = time + 10;
+    for my $path (sort keys %want) {
+        while (length(body_of($path)) != $want{$path}) {
+            die "bench: $path does not serve $want{$path} bytes after the "
+                . "reload\n" if time > $deadline;
+            sleep 0.2;
+        }
+    }
+}
+
 # warm up: 1000 users online, their tokens cached
 wrk("http://127.0.0.1:$port/on/", tokens => $t1k);
 
@@ -225,12 +258,12 @@ my ($total) = $page =~ /"total":(\d+)/;
 note("users online: $total");
 $same{users} = length $page;
 
-# the same-size locations need their bodies: rewrite and reload
-$n->{server} =~ s/COUNT_BODY/'x' x $same{count}/e;
-$n->{server} =~ s/STATS_BODY/'x' x $same{stats}/e;
-$n->{server} =~ s/USERS_BODY/'x' x $same{users}/e;
-$n->reload;
-sleep 1.5;
+# the same-size locations need their bodies: rewrite and reload, checked
+$n->{server} =~ s/COUNT_BODY/same_body($same{count})/e;
+$n->{server} =~ s/STATS_BODY/same_body($same{stats})/e;
+$n->{server} =~ s/USERS_BODY/same_body($same{users})/e;
+reload_checked($n, '/same/count' => $same{count},
+               '/same/stats' => $same{stats}, '/same/users' => $same{users});
 
 # steady state: the flusher (and PostgreSQL) done with the 100 000 users
 drained();
@@ -283,6 +316,86 @@ pair("GET users?limit=50, $total users online, vs return 200 ($same{users} B)",
      sub { wrk("$api/users?limit=50", auth => 1) },
      sub { wrk("http://127.0.0.1:$port/same/users", auth => 1) },
      ['within', 2]);
+
+# 3b. deep pages: users?offset=N, after a burst (100 000 logins in 8 s,
+# ~12 500 a second: a page walks within its second, information only),
+# then with 100 000 users online within 15 minutes, as a population is
+# (seeded in PostgreSQL with their times, pulled by a cluster node)
+
+pair("GET users?limit=50&offset=50000 vs offset=0, after a burst of $total logins",
+     sub { wrk("$api/users?limit=50&offset=50000", auth => 1) },
+     sub { wrk("$api/users?limit=50&offset=0", auth => 1) },
+     ['info']);
+
+note('100 000 users online within 15 minutes');
+pg_query(q{INSERT INTO user_sessions (user_id, session_token, created_at,
+               last_activity, is_active, node, updated_at)
+           SELECT g, lpad(to_hex(g), 64, 'e'),
+                  (now() AT TIME ZONE 'UTC') - make_interval(secs => g * 0.008),
+                  (now() AT TIME ZONE 'UTC') - make_interval(secs => g * 0.008),
+                  true, 'seed', now() AT TIME ZONE 'UTC'
+             FROM generate_series(1, 100000) g});
+
+my $spread = Presence::Nginx->new(name => 'bench_spread', workers => 2,
+                                  root => "$out/nginx-spread",
+                                  log_level => 'warn',
+                                  http => <<EOC, server => <<EOS);
+    presence_zone zone=presence:64m;
+    presence_jwt_secret "$Presence::JWT::SECRET";
+    presence_postgres "$dsn";
+    presence_flush_interval 1s;
+    presence_cluster on;
+    presence_node spread;
+$upstream
+EOC
+$proxies
+EOS
+$spread->{http} =~ s/BACKEND/$spread->{backend}/;
+$spread->start;
+my $port3 = $spread->port;
+my $api3 = "http://127.0.0.1:$port3/api/v1/online";
+
+my $deadline = time + 60;
+until ((($spread->get('/api/v1/online/count', $bearer))[1] // '')
+       =~ /"online_count":(\d+)/ && $1 >= 100000)
+{
+    die "bench: the seeded users were not pulled\n" if time > $deadline;
+    sleep 1;
+}
+
+for my $offset (50000, 99950) {
+    pair("GET users?limit=50&offset=$offset vs offset=0, 100 000 users online over 15 min",
+         sub { wrk("$api3/users?limit=50&offset=$offset", auth => 1) },
+         sub { wrk("$api3/users?limit=50&offset=0", auth => 1) },
+         ['>=', 0.5]);
+}
+
+# tracked requests while a deep-page flood holds the lock, vs an offset-0
+# flood: the flood runs alongside each tracked measurement
+
+sub with_flood {
+    my ($offset) = @_;
+    my $pid = fork // die;
+    if ($pid == 0) {
+        open STDOUT, '>', '/dev/null';
+        exec 'wrk', '-t1', '-c4', '-d' . ($secs + 1) . 's', '-H',
+             "Authorization: Bearer $bearer",
+             "$api3/users?limit=1&threshold_minutes=1440&offset=$offset";
+    }
+    my $r = wrk("http://127.0.0.1:$port3/on/", tokens => $t1k);
+    waitpid $pid, 0;
+    return $r;
+}
+
+wrk("http://127.0.0.1:$port3/on/", tokens => $t1k);
+
+pair('tracked, a users?offset=99950 flood alongside vs an offset=0 flood',
+     sub { with_flood(99950) },
+     sub { with_flood(0) },
+     ['>=', 0.9]);
+
+$spread->stop;
+pg_query(q{DELETE FROM user_sessions WHERE node = 'seed'});
 
 # ---------------------------------------------------------------------
 # 5. database writes at three request rates over the same 1 000 sessions
