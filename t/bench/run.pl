@@ -108,9 +108,9 @@ $proxies
         location /rate1/ { limit_req zone=r1 burst=50 nodelay; presence on; proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
         location /rate2/ { limit_req zone=r2 burst=50 nodelay; presence on; proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
         location /rate3/ { limit_req zone=r3 burst=50 nodelay; presence on; proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
-        location = /same/count { COUNT_BODY }
-        location = /same/stats { STATS_BODY }
-        location = /same/users { USERS_BODY }
+        location = /same/count { return 200 'COUNT_BODY'; }
+        location = /same/stats { return 200 'STATS_BODY'; }
+        location = /same/users { return 200 'USERS_BODY'; }
         location = /metrics { presence_metrics; }
 EOS
 
@@ -259,9 +259,9 @@ note("users online: $total");
 $same{users} = length $page;
 
 # the same-size locations need their bodies: rewrite and reload, checked
-$n->{server} =~ s/COUNT_BODY/same_body($same{count})/e;
-$n->{server} =~ s/STATS_BODY/same_body($same{stats})/e;
-$n->{server} =~ s/USERS_BODY/same_body($same{users})/e;
+$n->{server} =~ s/return 200 'COUNT_BODY';/same_body($same{count})/e;
+$n->{server} =~ s/return 200 'STATS_BODY';/same_body($same{stats})/e;
+$n->{server} =~ s/return 200 'USERS_BODY';/same_body($same{users})/e;
 reload_checked($n, '/same/count' => $same{count},
                '/same/stats' => $same{stats}, '/same/users' => $same{users});
 
