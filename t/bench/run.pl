@@ -330,7 +330,7 @@ pair("GET users?limit=50&offset=50000 vs offset=0, after a burst of $total login
 note('100 000 users online within 15 minutes');
 pg_query(q{INSERT INTO user_sessions (user_id, session_token, created_at,
                last_activity, is_active, node, updated_at)
-           SELECT g, lpad(to_hex(g), 64, 'e'),
+           SELECT g, lpad(to_hex(g), 64, '0'),
                   (now() AT TIME ZONE 'UTC') - make_interval(secs => g * 0.008),
                   (now() AT TIME ZONE 'UTC') - make_interval(secs => g * 0.008),
                   true, 'seed', now() AT TIME ZONE 'UTC'
