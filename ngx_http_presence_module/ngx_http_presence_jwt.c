@@ -27,6 +27,9 @@
 #define NGX_HTTP_PRESENCE_JWT_MAX_DEPTH  64
 #define NGX_HTTP_PRESENCE_JWT_MAX_SID    256
 
+/* the longest ECDSA signature, ES512's R || S */
+#define NGX_HTTP_PRESENCE_JWT_ES_MAX     132
+
 /* the largest double below 2^63 */
 #define NGX_HTTP_PRESENCE_JWT_DBL_MAX63  9223372036854774784.0
 
@@ -106,6 +109,10 @@ static ngx_http_presence_jwt_status_e ngx_http_presence_jwt_claims(
     int64_t now, ngx_http_presence_jwt_result_t *res);
 static int ngx_http_presence_jwt_session(ngx_http_presence_jwt_parts_t *t,
     ngx_http_presence_jwt_result_t *res);
+static int ngx_http_presence_jwt_token_id(ngx_http_presence_jwt_parts_t *t,
+    ngx_http_presence_jwt_result_t *res);
+static size_t ngx_http_presence_jwt_b64url_encode(const u_char *src,
+    size_t len, u_char *dst);
 static ssize_t ngx_http_presence_jwt_decode(const u_char *src, size_t len,
     u_char *dst);
 static u_char *ngx_http_presence_jwt_prepare(const u_char *p, size_t len,
@@ -674,6 +681,152 @@ ngx_http_presence_jwt_claims(ngx_http_presence_jwt_t *jwt,
 
 
 /*
+ * The session id of a token without "sid": SHA-256 of the token in its
+ * canonical form.  ECDSA signatures are malleable: (r, n - s) verifies as
+ * (r, s) does, and signers (OpenSSL among them) emit either, so the id is
+ * taken over the low-s spelling.  A token already in that form (every
+ * other algorithm's, and about half of the ECDSA ones) is hashed as it is.
+ */
+
+static int
+ngx_http_presence_jwt_token_id(ngx_http_presence_jwt_parts_t *t,
+    ngx_http_presence_jwt_result_t *res)
+{
+    int          nid, ok;
+    u_char       sig[NGX_HTTP_PRESENCE_JWT_ES_MAX];
+    size_t       half, n;
+    BIGNUM      *s, *order, *low;
+    EC_GROUP    *group;
+    EVP_MD_CTX  *ctx;
+
+    half = (size_t) t->sig_len / 2;
+
+    switch (t->alg) {
+    case NGX_HTTP_PRESENCE_JWT_ES256:
+        nid = NID_X9_62_prime256v1;
+        break;
+    case NGX_HTTP_PRESENCE_JWT_ES384:
+        nid = NID_secp384r1;
+        break;
+    case NGX_HTTP_PRESENCE_JWT_ES512:
+        nid = NID_secp521r1;
+        break;
+    default:
+        nid = NID_undef;
+    }
+
+    ok = 0;
+    s = NULL;
+    low = NULL;
+    group = NULL;
+
+    if (nid == NID_undef || (size_t) t->sig_len > sizeof(sig)) {
+        goto whole;
+    }
+
+    group = EC_GROUP_new_by_curve_name(nid);
+    s = BN_bin2bn(t->sig + half, (int) half, NULL);
+    low = BN_new();
+
+    if (group == NULL || s == NULL || low == NULL) {
+        goto failed;
+    }
+
+    order = (BIGNUM *) EC_GROUP_get0_order(group);
+
+    /* high s: n - s instead */
+
+    if (!BN_rshift1(low, order)) {
+        goto failed;
+    }
+
+    if (BN_cmp(s, low) <= 0) {
+        goto whole;
+    }
+
+    if (!BN_sub(low, order, s)
+        || BN_bn2binpad(low, sig + half, (int) half) < 0)
+    {
+        goto failed;
+    }
+
+    memcpy(sig, t->sig, half);
+
+    ctx = EVP_MD_CTX_new();
+    if (ctx == NULL) {
+        goto failed;
+    }
+
+    n = ngx_http_presence_jwt_b64url_encode(sig, t->sig_len, t->buf);
+
+    ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)
+         && EVP_DigestUpdate(ctx, t->token, t->dot2 - t->token + 1)
+         && EVP_DigestUpdate(ctx, t->buf, n)
+         && EVP_DigestFinal_ex(ctx, res->session_id, NULL);
+
+    EVP_MD_CTX_free(ctx);
+
+    goto done;
+
+whole:
+
+    ok = EVP_Digest(t->token, t->len, res->session_id, NULL, EVP_sha256(),
+                    NULL);
+
+    goto done;
+
+failed:
+
+    res->reason = "out of memory";
+
+done:
+
+    BN_free(s);
+    BN_free(low);
+    EC_GROUP_free(group);
+
+    return ok;
+}
+
+
+/* base64url without padding; "dst" has room for 4/3 of "len" */
+
+static size_t
+ngx_http_presence_jwt_b64url_encode(const u_char *src, size_t len,
+    u_char *dst)
+{
+    size_t       i, n;
+    uint32_t     v;
+    const char  *a;
+
+    a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    n = 0;
+
+    for (i = 0; i + 2 < len; i += 3) {
+        v = (uint32_t) src[i] << 16 | (uint32_t) src[i + 1] << 8 | src[i + 2];
+        dst[n++] = a[v >> 18 & 63];
+        dst[n++] = a[v >> 12 & 63];
+        dst[n++] = a[v >> 6 & 63];
+        dst[n++] = a[v & 63];
+    }
+
+    if (len - i == 1) {
+        v = (uint32_t) src[i] << 16;
+        dst[n++] = a[v >> 18 & 63];
+        dst[n++] = a[v >> 12 & 63];
+
+    } else if (len - i == 2) {
+        v = (uint32_t) src[i] << 16 | (uint32_t) src[i + 1] << 8;
+        dst[n++] = a[v >> 18 & 63];
+        dst[n++] = a[v >> 12 & 63];
+        dst[n++] = a[v >> 6 & 63];
+    }
+
+    return n;
+}
+
+
+/*
  * The session id: SHA-256 of the user id and the "sid" claim when there
  * is one, else of the token
  */
@@ -692,9 +845,7 @@ ngx_http_presence_jwt_session(ngx_http_presence_jwt_parts_t *t,
     sid_len = sid ? json_string_length(v) : 0;
 
     if (sid_len == 0 || sid_len > NGX_HTTP_PRESENCE_JWT_MAX_SID) {
-        EVP_Digest(t->token, t->len, res->session_id, NULL, EVP_sha256(),
-                   NULL);
-        return 1;
+        return ngx_http_presence_jwt_token_id(t, res);
     }
 
     n = snprintf((char *) t->buf, t->len, "%lld:", (long long) res->user_id);
@@ -793,6 +944,17 @@ ngx_http_presence_jwt_verify_key(ngx_http_presence_jwt_key_t *key,
         }
 
         return mac_len == sig_len && CRYPTO_memcmp(mac, sig, sig_len) == 0;
+    }
+
+    /*
+     * an RSA signature is as long as the modulus (RFC 8017, I2OSP): one
+     * missing its leading zero bytes would be another spelling of a token
+     */
+
+    if (a->key_type == NGX_HTTP_PRESENCE_JWT_KEY_RSA
+        && sig_len != (size_t) EVP_PKEY_get_size(key->pkey))
+    {
+        return 0;
     }
 
     der = NULL;

@@ -31,8 +31,65 @@ Presence::JWT::write_jwks('rfc7515-a3.json',
       x => 'f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU',
       y => 'x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0' });
 
+# RFC 7515 appendix A.2: the RSA public key (its JWK as published)
+Presence::JWT::write_jwks('rfc7515-a2.json',
+    { kty => 'RSA', e => 'AQAB',
+      n => 'ofgWCuLjybRlzo0tZWJjNiuSfb4p4fAkd_wWJcyQoTbji9k0l8W26mPddxHm'
+           . 'fHQp-Vaw-4qPCJrcS2mJPMEzP1Pt0Bm4d4QlL-yRT-SFd2lZS-pCgNMsD1W_'
+           . 'YpRPEwOWvG6b32690r2jZ47soMZo9wGzjb_7OMg0LOL-bSf63kpaSHSXndS5'
+           . 'z5rexMdbBYUsLA9e-KXBdQOS-UTo7WTBEMa2R2CapHg665xsmtdVMTBQY4uD'
+           . 'Zlxvb3qCo5ZwKh9kG4LT6_I5IhlJH7aGhyxXFvUK-DWNmoudF8NAco9_h9ia'
+           . 'GNj8q2ethFkMLs91kzk2PAcDTW9gb54h4FRWyuXpoQ' });
+
+our $RfcA2 = 'eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTk'
+             . 'zODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.cC4h'
+             . 'iUPoj9Eetdgtv3hF80EGrhuB__dzERat0XF9g2VtQgr9PJbu3XOiZj5RZmh7'
+             . 'AAuHIm4Bh-0Qc_lF5YKt_O8W2Fp5jujGbds9uJdbF9CUAr7t1dnZcAcQjbKB'
+             . 'YNX4BAynRFdiuB--f_nZLgrnbyTyWzO75vRK5h6xBArLIARNPvkSjtQBMHlb'
+             . '1L07Qe7K0GarZRmB_eSN9383LcOLn6_dO--xi12jzDwusC-eOkHWEsqtFZES'
+             . 'c6BfI7noOPqvhJ1phCnvWh6IeYI2w9QOYEUipUTI8np6LbgGY9Fs98rqVt5A'
+             . 'XLIhWkWywlVmtVrBp0igcN_IoypGlUPQGe77Rw';
+
 our $RfcPayload = 'eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6'
                 . 'Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ';
+
+# signature malleability: ECDSA's (r, n - s) verifies as (r, s) does;
+# the module takes one session id for both, that of the low-s spelling
+
+use Digest::SHA qw(sha256_hex);
+use Math::BigInt;
+
+our $P256 = 'FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551';
+
+sub ecdsa_twin {
+    my ($token) = @_;
+    my ($signed, $sig) = $token =~ /^(.*)\.([^.]+)$/;
+    my $raw = Presence::JWT::b64url_decode($sig);
+    my $half = length($raw) / 2;
+    my $n = Math::BigInt->from_hex($P256);
+    my $s = Math::BigInt->from_hex(unpack 'H*', substr($raw, $half));
+    (my $hex = ($n - $s)->as_hex) =~ s/^0x//;
+    $hex = ('0' x (2 * $half - length $hex)) . $hex;
+    my $low = $s <= $n / 2;
+    return ("$signed." . Presence::JWT::b64url(substr($raw, 0, $half)
+                                                . pack('H*', $hex)), $low);
+}
+
+our $EsToken = Presence::JWT::token(alg => 'ES256', sub => 5);
+our ($EsTwin, $EsLow) = ecdsa_twin($EsToken);
+our $EsId = sha256_hex($EsLow ? $EsToken : $EsTwin);
+
+# an RSA signature without its leading zero byte: another spelling, refused
+
+our ($RsToken, $RsShort);
+for my $i (1 .. 3000) {
+    my $t = Presence::JWT::token(alg => 'RS256', sub => 6, jti => "j$i");
+    my ($signed, $sig) = $t =~ /^(.*)\.([^.]+)$/;
+    my $raw = Presence::JWT::b64url_decode($sig);
+    next unless substr($raw, 0, 1) eq "\0";
+    ($RsToken, $RsShort) = ($t, "$signed." . Presence::JWT::b64url(substr($raw, 1)));
+    last;
+}
 
 add_block_preprocessor(sub {
     my $block = shift;
@@ -277,3 +334,49 @@ system("openssl req -new -x509 -key $d/ec256.key -subj /CN=t -days 2 "
 Presence::JWT::bearer(Presence::JWT::token(alg => 'ES256', sub => 3))
 --- response_body
 valid 3
+
+
+
+=== RFC 7515 A.2 (RS256): the published signature verifies
+--- http_config
+    presence_jwt_algorithms RS256;
+    presence_jwt_key_file $TEST_NGINX_KEYS_DIR/rfc7515-a2.json;
+    presence_jwt_leeway 30y;
+    presence_jwt_claim exp;
+--- request eval
+["GET /t", "GET /t"]
+--- more_headers eval
+[Presence::JWT::bearer($main::RfcA2),
+ Presence::JWT::bearer(Presence::JWT::tamper($main::RfcA2, 2))]
+--- response_body eval
+["valid 1300819380\n", "invalid \n"]
+
+
+
+=== ECDSA: (r, s) and (r, n - s) are one token, one session
+--- config
+    location = /t {
+        return 200 "$presence_jwt_status $presence_user_id $presence_session_id\n";
+    }
+--- http_config
+    presence_jwt_algorithms ES256;
+    presence_jwt_key_file $TEST_NGINX_KEYS_DIR/ec256.pub;
+--- request eval
+["GET /t", "GET /t"]
+--- more_headers eval
+[Presence::JWT::bearer($main::EsToken), Presence::JWT::bearer($main::EsTwin)]
+--- response_body eval
+["valid 5 $main::EsId\n", "valid 5 $main::EsId\n"]
+
+
+
+=== RSA: a signature shorter than the modulus is refused
+--- http_config
+    presence_jwt_algorithms RS256;
+    presence_jwt_key_file $TEST_NGINX_KEYS_DIR/rsa.pub;
+--- request eval
+["GET /t", "GET /t"]
+--- more_headers eval
+[Presence::JWT::bearer($main::RsToken), Presence::JWT::bearer($main::RsShort)]
+--- response_body eval
+["valid 6\n", "invalid \n"]
