@@ -41,6 +41,13 @@ enum {
 };
 
 enum {
+    NGX_HTTP_PRESENCE_PULL_NEXT_US = 0,     /* $1: the last row's, us */
+    NGX_HTTP_PRESENCE_PULL_NEXT_NODE,       /* $2: presence_node */
+    NGX_HTTP_PRESENCE_PULL_NEXT_ID,         /* $3: the last row's id */
+    NGX_HTTP_PRESENCE_PULL_NEXT_NPARAMS
+};
+
+enum {
     NGX_HTTP_PRESENCE_PULL_USER = 0,
     NGX_HTTP_PRESENCE_PULL_TOKEN,
     NGX_HTTP_PRESENCE_PULL_IP,
@@ -49,29 +56,55 @@ enum {
     NGX_HTTP_PRESENCE_PULL_LAST,            /* ms */
     NGX_HTTP_PRESENCE_PULL_EXPIRES,         /* s */
     NGX_HTTP_PRESENCE_PULL_ACTIVE,
-    NGX_HTTP_PRESENCE_PULL_UPDATED          /* us */
+    NGX_HTTP_PRESENCE_PULL_UPDATED,         /* us */
+    NGX_HTTP_PRESENCE_PULL_ID
 };
 
 
 /*
- * The other nodes' rows that changed since the watermark, on the
+ * The rows of other writers that changed since the watermark, on the
  * database's clock; 10 s of overlap catch transactions that committed
- * after later ones (merging a row twice changes nothing).
+ * after later ones (merging a row twice changes nothing).  Other writers
+ * are other nodes, and the backend itself (rows whose node is NULL).  A
+ * time PostgreSQL holds but the zone cannot (infinity) comes as NULL and
+ * the row is skipped and counted; a row updated more than a day ahead of
+ * the database's clock is left alone, so that it can never move the
+ * watermark past everything else.  After a full page the next one starts
+ * right after its last (updated_at, id): rows of one transaction share
+ * their updated_at, and a page may end among them.
  */
 
+#define NGX_HTTP_PRESENCE_PULL_COLUMNS                                        \
+    "SELECT user_id, session_token, ip_address, user_agent,"                  \
+    " CASE WHEN isfinite(created_at)"                                         \
+    " THEN (extract(epoch FROM created_at) * 1000)::bigint END,"              \
+    " CASE WHEN isfinite(last_activity)"                                      \
+    " THEN (extract(epoch FROM last_activity) * 1000)::bigint END,"           \
+    " CASE WHEN isfinite(expires_at)"                                         \
+    " THEN extract(epoch FROM expires_at)::bigint END, is_active,"            \
+    " (extract(epoch FROM updated_at) * 1000000)::bigint, id"                 \
+    " FROM user_sessions WHERE "
+
+#define NGX_HTTP_PRESENCE_PULL_END                                            \
+    " AND updated_at <= (now() AT TIME ZONE 'UTC') + interval '1 day'"        \
+    " AND node IS DISTINCT FROM $2"                                           \
+    " ORDER BY updated_at, id LIMIT " ngx_value(NGX_HTTP_PRESENCE_PULL_PAGE)
+
+
 static const char  ngx_http_presence_pull_sql[] =
-    "SELECT user_id, session_token, ip_address, user_agent,"
-    " (extract(epoch FROM created_at) * 1000)::bigint,"
-    " (extract(epoch FROM last_activity) * 1000)::bigint,"
-    " extract(epoch FROM expires_at)::bigint, is_active,"
-    " (extract(epoch FROM updated_at) * 1000000)::bigint"
-    " FROM user_sessions"
-    " WHERE updated_at > CASE WHEN $1::bigint = 0"
+    NGX_HTTP_PRESENCE_PULL_COLUMNS
+    "updated_at > CASE WHEN $1::bigint = 0"
     " THEN (now() AT TIME ZONE 'UTC') - make_interval(secs => $3::bigint)"
     " ELSE to_timestamp($1::bigint / 1000000.0) AT TIME ZONE 'UTC'"
     " - make_interval(secs => $4::int) END"
-    " AND node IS DISTINCT FROM $2"
-    " ORDER BY updated_at LIMIT " ngx_value(NGX_HTTP_PRESENCE_PULL_PAGE);
+    NGX_HTTP_PRESENCE_PULL_END;
+
+
+static const char  ngx_http_presence_pull_next_sql[] =
+    NGX_HTTP_PRESENCE_PULL_COLUMNS
+    "(updated_at, id) > (to_timestamp($1::bigint / 1000000.0)"
+    " AT TIME ZONE 'UTC', $3::bigint)"
+    NGX_HTTP_PRESENCE_PULL_END;
 
 
 #define ngx_http_presence_pull_value(res, i, col)                             \
@@ -85,19 +118,35 @@ static const char  ngx_http_presence_pull_sql[] =
 ngx_int_t
 ngx_http_presence_cluster_pull(ngx_http_presence_flusher_t *f)
 {
-    char         wm[NGX_INT64_LEN + 1], since[NGX_TIME_T_LEN + 1];
-    char         overlap[NGX_INT_T_LEN + 1];
-    const char  *params[NGX_HTTP_PRESENCE_PULL_NPARAMS];
+    char                      wm[NGX_INT64_LEN + 1], id[NGX_INT64_LEN + 1];
+    char                      since[NGX_TIME_T_LEN + 1];
+    char                      overlap[NGX_INT_T_LEN + 1];
+    const char               *params[NGX_HTTP_PRESENCE_PULL_NPARAMS];
+    ngx_http_presence_mark_t  mark;
 
     if (!f->pmcf->cluster || f->exiting) {
         return NGX_DECLINED;
     }
 
-    ngx_sprintf((u_char *) wm, "%L%Z",
-                ngx_http_presence_store_watermark(f->zone, f->pg.log));
+    ngx_http_presence_store_watermark(f->zone, &mark, f->pg.log);
+
+    ngx_sprintf((u_char *) wm, "%L%Z", mark.us);
+
+    if (f->catchup && mark.us) {
+        ngx_sprintf((u_char *) id, "%L%Z", mark.id);
+
+        params[NGX_HTTP_PRESENCE_PULL_NEXT_US] = wm;
+        params[NGX_HTTP_PRESENCE_PULL_NEXT_NODE] = (char *) f->pmcf->node.data;
+        params[NGX_HTTP_PRESENCE_PULL_NEXT_ID] = id;
+
+        return ngx_http_presence_flush_send(f, "pull",
+                                        ngx_http_presence_pull_next_sql,
+                                        NGX_HTTP_PRESENCE_PULL_NEXT_NPARAMS,
+                                        params);
+    }
+
     ngx_sprintf((u_char *) since, "%T%Z", f->pmcf->session_timeout);
-    ngx_sprintf((u_char *) overlap, "%d%Z",
-                f->catchup ? 0 : NGX_HTTP_PRESENCE_PULL_OVERLAP);
+    ngx_sprintf((u_char *) overlap, "%d%Z", NGX_HTTP_PRESENCE_PULL_OVERLAP);
 
     params[NGX_HTTP_PRESENCE_PULL_WATERMARK] = wm;
     params[NGX_HTTP_PRESENCE_PULL_NODE] = (char *) f->pmcf->node.data;
@@ -115,27 +164,30 @@ ngx_int_t
 ngx_http_presence_cluster_pulled(ngx_http_presence_flusher_t *f,
     PGresult *res)
 {
-    int      i, n;
-    int64_t  wm, t;
+    int                       n;
+    ngx_http_presence_mark_t  mark;
 
     if (res == NULL) {
         return NGX_ERROR;
     }
 
     n = PQntuples(res);
-    wm = 0;
 
-    for (i = 0; i < n; i++) {
-        t = ngx_http_presence_pull_int(res, i, NGX_HTTP_PRESENCE_PULL_UPDATED);
+    /* the last row is the latest: ordered by updated_at, id */
 
-        if (t > wm) {
-            wm = t;
-        }
+    mark.us = 0;
+    mark.id = 0;
+
+    if (n) {
+        mark.us = ngx_http_presence_pull_int(res, n - 1,
+                                             NGX_HTTP_PRESENCE_PULL_UPDATED);
+        mark.id = ngx_http_presence_pull_int(res, n - 1,
+                                             NGX_HTTP_PRESENCE_PULL_ID);
     }
 
     ngx_http_presence_store_merge(f->zone, f->pmcf->session_timeout,
                                   ngx_http_presence_cluster_row, res,
-                                  (ngx_uint_t) n, wm, f->pg.log);
+                                  (ngx_uint_t) n, &mark, f->pg.log);
 
     /* a full page: the next pull continues exactly where this one ended */
 
@@ -158,9 +210,12 @@ ngx_http_presence_cluster_row(void *data, ngx_uint_t i,
     ngx_uint_t  k;
 
     if (PQgetlength(res, i, NGX_HTTP_PRESENCE_PULL_TOKEN)
-        != NGX_HTTP_PRESENCE_ID_HEX_LEN)
+        != NGX_HTTP_PRESENCE_ID_HEX_LEN
+        || PQgetisnull(res, i, NGX_HTTP_PRESENCE_PULL_USER)
+        || PQgetisnull(res, i, NGX_HTTP_PRESENCE_PULL_LAST)
+        || PQgetisnull(res, i, NGX_HTTP_PRESENCE_PULL_ACTIVE))
     {
-        return NGX_DECLINED;        /* not a session id of ours */
+        return NGX_DECLINED;        /* not a session the zone can hold */
     }
 
     ngx_memzero(act, offsetof(ngx_http_presence_activity_t, ua));
@@ -185,7 +240,9 @@ ngx_http_presence_cluster_row(void *data, ngx_uint_t i,
 
     act->user_id = ngx_http_presence_pull_int(res, i,
                                               NGX_HTTP_PRESENCE_PULL_USER);
-    act->created_ms = ngx_http_presence_pull_int(res, i,
+    act->created_ms = PQgetisnull(res, i, NGX_HTTP_PRESENCE_PULL_CREATED)
+                      ? 0
+                      : ngx_http_presence_pull_int(res, i,
                                               NGX_HTTP_PRESENCE_PULL_CREATED);
     act->exp = PQgetisnull(res, i, NGX_HTTP_PRESENCE_PULL_EXPIRES)
                ? INT64_MAX

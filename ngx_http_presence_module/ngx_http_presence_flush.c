@@ -50,6 +50,7 @@ static ngx_int_t ngx_http_presence_flush_written(
     ngx_http_presence_flusher_t *f, PGresult *res);
 static char *ngx_http_presence_batch_json(ngx_http_presence_flusher_t *f);
 static const char *ngx_http_presence_device(u_char *ua, size_t len);
+static void ngx_http_presence_ascii(u_char *p, uint16_t *len);
 static void ngx_http_presence_flush_done(ngx_http_presence_flusher_t *f);
 
 
@@ -61,7 +62,9 @@ static const char  *ngx_http_presence_flush_phases[] = {
 
 /*
  * One statement per batch: the upsert over a JSON recordset, the
- * deactivation of expired rows (when $2 is 1) and the hour's peak.
+ * deactivation of expired rows (when $2 is 1) and the hour's peak.  Rows
+ * are written in session-token order, so that two nodes writing the same
+ * sessions lock them in the same order and never deadlock each other.
  */
 
 enum {
@@ -96,7 +99,7 @@ static const char  ngx_http_presence_upsert[] =
     " to_timestamp(c / 1000.0) AT TIME ZONE 'UTC',"
     " to_timestamp(l / 1000.0) AT TIME ZONE 'UTC',"
     " to_timestamp(e) AT TIME ZONE 'UTC', true, $7,"
-    " now() AT TIME ZONE 'UTC' FROM ok"
+    " now() AT TIME ZONE 'UTC' FROM ok ORDER BY t"
     " ON CONFLICT (session_token) DO UPDATE SET"
     " last_activity = GREATEST(s.last_activity, EXCLUDED.last_activity),"
     " ip_address = EXCLUDED.ip_address, user_agent = EXCLUDED.user_agent,"
@@ -326,9 +329,19 @@ ngx_http_presence_flush_handler(ngx_event_t *ev)
 static void
 ngx_http_presence_flush_ready(ngx_http_presence_pg_t *pg)
 {
+    const char                   *enc;
     ngx_http_presence_flusher_t  *f;
 
     f = pg->data;
+
+    /*
+     * a database that is not UTF-8 cannot hold every character: those
+     * of User-Agents become '?', or one could fail every batch
+     */
+
+    enc = PQparameterStatus(pg->conn, "server_encoding");
+    f->ascii = (enc != NULL && ngx_strcmp(enc, "UTF8") != 0
+                && ngx_strcmp(enc, "SQL_ASCII") != 0);
 
     ngx_http_presence_store_connected(f->zone, 1, pg->log);
     ngx_http_presence_flush_goto(f, NGX_HTTP_PRESENCE_FLUSH_PEAKS);
@@ -510,6 +523,27 @@ ngx_http_presence_flush_result(ngx_http_presence_pg_t *pg, PGresult *res)
                       "presence zone \"%V\": a result in flusher phase "
                       "\"%s\"", pg->zone,
                       ngx_http_presence_flush_phases[f->phase]);
+        return;
+    }
+
+    /*
+     * the worker began to exit while this statement was in flight (nginx
+     * closes idle connections only): the last batch now
+     */
+
+    if (ngx_exiting && !f->exiting && f->lease.owner) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, pg->log, 0,
+                       "presence flusher: exiting after a statement");
+
+        f->exiting = 1;
+        f->chained = 0;
+        pg->statement_timeout = NGX_HTTP_PRESENCE_FINAL_TIMEOUT;
+
+        if (f->event.timer_set) {
+            ngx_del_timer(&f->event);
+        }
+
+        ngx_http_presence_flush_goto(f, NGX_HTTP_PRESENCE_FLUSH_UPSERT);
         return;
     }
 
@@ -773,6 +807,8 @@ static char *
 ngx_http_presence_batch_json(ngx_http_presence_flusher_t *f)
 {
     char                              *text;
+    int64_t                            now;
+    ngx_time_t                        *tp;
     u_char                             id[NGX_HTTP_PRESENCE_ID_HEX_LEN];
     u_char                             ip[NGX_INET6_ADDRSTRLEN];
     size_t                             len;
@@ -780,6 +816,9 @@ ngx_http_presence_batch_json(ngx_http_presence_flusher_t *f)
     ngx_uint_t                         k;
     const char                        *device;
     ngx_http_presence_session_info_t  *row;
+
+    tp = ngx_timeofday();
+    now = (int64_t) tp->sec * 1000 + tp->msec;
 
     list = json_array();
     if (list == NULL) {
@@ -791,11 +830,13 @@ ngx_http_presence_batch_json(ngx_http_presence_flusher_t *f)
 
         ngx_hex_dump(id, row->id, NGX_HTTP_PRESENCE_ID_LEN);
 
+        /* never a time ahead of this worker's clock */
+
         o = json_pack("{sI ss# sI sI}",
                       "u", (json_int_t) row->user_id,
                       "t", id, NGX_HTTP_PRESENCE_ID_HEX_LEN,
-                      "c", (json_int_t) row->created_ms,
-                      "l", (json_int_t) row->last_ms);
+                      "c", (json_int_t) ngx_min(row->created_ms, now),
+                      "l", (json_int_t) ngx_min(row->last_ms, now));
         if (o == NULL) {
             json_decref(list);
             return NULL;
@@ -813,6 +854,10 @@ ngx_http_presence_batch_json(ngx_http_presence_flusher_t *f)
         }
 
         if (row->ua_len) {
+            if (f->ascii) {
+                ngx_http_presence_ascii(row->ua, &row->ua_len);
+            }
+
             json_object_set_new(o, "ua", json_stringn((char *) row->ua,
                                                       row->ua_len));
             device = ngx_http_presence_device(row->ua, row->ua_len);
@@ -882,4 +927,27 @@ ngx_http_presence_flush_done(ngx_http_presence_flusher_t *f)
     }
 
     ngx_http_presence_pg_close(&f->pg);
+}
+
+
+/* UTF-8 folded to ASCII: each character beyond it becomes one '?' */
+
+static void
+ngx_http_presence_ascii(u_char *p, uint16_t *len)
+{
+    u_char  *s, *d, *end;
+
+    d = p;
+    end = p + *len;
+
+    for (s = p; s < end; s++) {
+        if (*s < 0x80) {
+            *d++ = *s;
+
+        } else if ((*s & 0xc0) != 0x80) {
+            *d++ = '?';
+        }
+    }
+
+    *len = (uint16_t) (d - p);
 }

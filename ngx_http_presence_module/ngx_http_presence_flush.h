@@ -58,6 +58,8 @@ struct ngx_http_presence_flusher_s {
     ngx_http_presence_flush_phase_e  phase;
     ngx_http_presence_lease_t        lease;
     ngx_uint_t                       exiting;    /* the last batch */
+    ngx_uint_t                       ascii;      /* the database's is not
+                                                    UTF-8: strings folded */
     ngx_uint_t                       chained;    /* batches this interval */
 
     /* upsert */

@@ -104,6 +104,9 @@ static ngx_http_presence_metric_t  ngx_http_presence_metrics_table[] = {
       "Users the zone can hold.", users_capacity),
     NGX_HTTP_PRESENCE_COUNTER("evictions_total",
       "Sessions evicted because the zone was full.", evictions),
+    NGX_HTTP_PRESENCE_COUNTER("session_cap_evictions_total",
+      "Sessions freed for a newer one of the same user "
+      "(presence_max_sessions_per_user).", cap_evictions),
     NGX_HTTP_PRESENCE_COUNTER("expired_sessions_total",
       "Sessions expired and freed.", expired),
     NGX_HTTP_PRESENCE_GAUGE("ring_depth",
@@ -137,7 +140,12 @@ static ngx_http_presence_metric_t  ngx_http_presence_metrics_table[] = {
     NGX_HTTP_PRESENCE_GAUGE("flusher_pid",
       "The worker holding the flusher lease (0: none).", flusher_pid),
     NGX_HTTP_PRESENCE_GAUGE("peak_users_today",
-      "Today's highest sampled online_users (UTC day).", peak)
+      "Today's highest sampled online_users (UTC day).", peak),
+    NGX_HTTP_PRESENCE_COUNTER("pull_rows_total",
+      "Rows of other writers pulled (presence_cluster).", pulled),
+    NGX_HTTP_PRESENCE_COUNTER("pull_skipped_rows_total",
+      "Pulled rows skipped: a time or id the zone cannot hold.",
+      pull_skipped)
 };
 
 

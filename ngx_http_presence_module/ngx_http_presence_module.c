@@ -37,6 +37,11 @@ static void ngx_http_presence_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_presence_tick(ngx_event_t *ev);
 
 
+static ngx_conf_num_bounds_t  ngx_http_presence_max_sessions_bounds = {
+    ngx_conf_check_num_bounds, 0, 65535
+};
+
+
 static ngx_command_t  ngx_http_presence_commands[] = {
 
     { ngx_string("presence_zone"),
@@ -87,6 +92,13 @@ static ngx_command_t  ngx_http_presence_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_presence_main_conf_t, session_timeout),
       NULL },
+
+    { ngx_string("presence_max_sessions_per_user"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_presence_main_conf_t, max_sessions),
+      &ngx_http_presence_max_sessions_bounds },
 
     { ngx_string("presence_cleanup_interval"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -316,6 +328,7 @@ ngx_http_presence_create_main_conf(ngx_conf_t *cf)
     pmcf->thresholds[NGX_HTTP_PRESENCE_RECENT] = NGX_CONF_UNSET;
     pmcf->session_timeout = NGX_CONF_UNSET;
     pmcf->cleanup_interval = NGX_CONF_UNSET_MSEC;
+    pmcf->max_sessions = NGX_CONF_UNSET_UINT;
     pmcf->flush_interval = NGX_CONF_UNSET_MSEC;
     pmcf->profile_ttl = NGX_CONF_UNSET;
     pmcf->cluster = NGX_CONF_UNSET;
@@ -345,6 +358,12 @@ ngx_http_presence_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(t[NGX_HTTP_PRESENCE_RECENT], 60 * 60);
     ngx_conf_init_value(pmcf->session_timeout, NGX_HTTP_PRESENCE_DAY);
     ngx_conf_init_msec_value(pmcf->cleanup_interval, 60 * 1000);
+    ngx_conf_init_uint_value(pmcf->max_sessions, 32);
+
+    if (pmcf->shm_zone) {
+        ngx_http_presence_store_configure(pmcf->shm_zone->data,
+                                          pmcf->max_sessions);
+    }
 
     ngx_conf_init_msec_value(pmcf->flush_interval, 1000);
     ngx_conf_init_value(pmcf->profile_ttl, 300);

@@ -52,6 +52,7 @@ typedef struct {
     time_t                          thresholds[NGX_HTTP_PRESENCE_THRESHOLDS];
     time_t                          session_timeout;
     ngx_msec_t                      cleanup_interval;
+    ngx_uint_t                      max_sessions;  /* per user */
 
     ngx_event_t                     tick;        /* every worker's */
 

@@ -42,6 +42,7 @@ static void ngx_http_presence_pg_timer_handler(ngx_event_t *ev);
 static void ngx_http_presence_pg_notice(void *arg, const char *message);
 static void ngx_http_presence_pg_refused(ngx_http_presence_pg_t *pg,
     PGresult *res);
+static ngx_msec_t ngx_http_presence_pg_delay(ngx_http_presence_pg_t *pg);
 static u_char *ngx_http_presence_pg_line(u_char *p, u_char *last,
     const char *text);
 static u_char *ngx_http_presence_pg_where(ngx_http_presence_pg_t *pg,
@@ -281,6 +282,16 @@ ngx_http_presence_pg_send(ngx_http_presence_pg_t *pg, const char *sql,
         return NGX_DECLINED;
     }
 
+    /* after a refused statement, nothing until its backoff has passed */
+
+    if (pg->holding) {
+        if ((ngx_msec_int_t) (pg->held - ngx_current_msec) > 0) {
+            return NGX_DECLINED;
+        }
+
+        pg->holding = 0;
+    }
+
     if (!PQsendQueryParams(pg->conn, sql, nparams, NULL, params, NULL, NULL,
                            0))
     {
@@ -378,6 +389,9 @@ ngx_http_presence_pg_receive(ngx_http_presence_pg_t *pg)
             ngx_http_presence_pg_refused(pg, res);
             PQclear(res);
             res = NULL;
+
+        } else {
+            pg->backoff = pg->backoff_min;
         }
 
         if (handler) {
@@ -420,10 +434,7 @@ ngx_http_presence_pg_fail(ngx_http_presence_pg_t *pg, const char *what)
                                    pg->state == NGX_HTTP_PRESENCE_PG_BUSY);
     *p = '\0';
 
-    delay = pg->backoff;
-    delay += (ngx_msec_t) ngx_random() % (delay / 4 + 1);
-
-    pg->backoff = ngx_min(pg->backoff * 2, pg->backoff_max);
+    delay = ngx_http_presence_pg_delay(pg);
 
     ngx_log_error(NGX_LOG_ERR, pg->log, 0,
                   "presence zone \"%V\": PostgreSQL %s%s, retrying in %M ms",
@@ -593,12 +604,17 @@ ngx_http_presence_pg_notice(void *arg, const char *message)
 }
 
 
-/* a statement PostgreSQL refused: its message, and whose it was */
+/*
+ * A statement PostgreSQL refused: its message, whose it was, and the same
+ * backoff as a failed connection before the next statement (the
+ * connection stays)
+ */
 
 static void
 ngx_http_presence_pg_refused(ngx_http_presence_pg_t *pg, PGresult *res)
 {
-    u_char  *p, *last, msg[NGX_HTTP_PRESENCE_PG_MSG];
+    u_char      *p, *last, msg[NGX_HTTP_PRESENCE_PG_MSG];
+    ngx_msec_t   delay;
 
     last = msg + sizeof(msg) - 1;
 
@@ -606,8 +622,30 @@ ngx_http_presence_pg_refused(ngx_http_presence_pg_t *pg, PGresult *res)
     p = ngx_http_presence_pg_where(pg, p, last, 1);
     *p = '\0';
 
+    delay = ngx_http_presence_pg_delay(pg);
+
+    pg->holding = 1;
+    pg->held = ngx_current_msec + delay;
+
     ngx_log_error(NGX_LOG_ERR, pg->log, 0,
-                  "presence zone \"%V\": PostgreSQL: %s", pg->zone, msg);
+                  "presence zone \"%V\": PostgreSQL: %s, retrying in %M ms",
+                  pg->zone, msg, delay);
+}
+
+
+/* the next wait: 0.5 s doubling to 30 s, with a quarter of jitter */
+
+static ngx_msec_t
+ngx_http_presence_pg_delay(ngx_http_presence_pg_t *pg)
+{
+    ngx_msec_t  delay;
+
+    delay = pg->backoff;
+    delay += (ngx_msec_t) ngx_random() % (delay / 4 + 1);
+
+    pg->backoff = ngx_min(pg->backoff * 2, pg->backoff_max);
+
+    return delay;
 }
 
 
@@ -656,7 +694,8 @@ ngx_http_presence_pg_where(ngx_http_presence_pg_t *pg, u_char *p,
 /*
  * presence_postgres "CONNINFO": parsed at configuration time into libpq's
  * keywords and values; libpq's connect_timeout is dropped (nginx's timers
- * time the connection out), application_name and gssencmode get defaults,
+ * time the connection out), application_name, gssencmode and
+ * client_encoding (UTF8) get defaults,
  * and host names are resolved now, in the master, so that no worker ever
  * waits on DNS.
  */
@@ -666,7 +705,7 @@ ngx_http_presence_pg_parse(ngx_conf_t *cf, ngx_str_t *conninfo,
     const char ***keywords, const char ***values)
 {
     char              *err, *host;
-    ngx_uint_t         n, i, has_app, has_gss, has_addr;
+    ngx_uint_t         n, i, has_app, has_gss, has_addr, has_enc;
     const char       **k, **v;
     PQconninfoOption  *opts, *o;
 
@@ -683,6 +722,7 @@ ngx_http_presence_pg_parse(ngx_conf_t *cf, ngx_str_t *conninfo,
     has_app = 0;
     has_gss = 0;
     has_addr = 0;
+    has_enc = 0;
     n = 0;
 
     for (o = opts; o->keyword; o++) {
@@ -703,13 +743,16 @@ ngx_http_presence_pg_parse(ngx_conf_t *cf, ngx_str_t *conninfo,
 
         } else if (ngx_strcmp(o->keyword, "gssencmode") == 0) {
             has_gss = 1;
+
+        } else if (ngx_strcmp(o->keyword, "client_encoding") == 0) {
+            has_enc = 1;
         }
     }
 
     /* room for the defaults, "hostaddr" and the terminating NULL */
 
-    k = ngx_pcalloc(cf->pool, (n + 4) * sizeof(char *));
-    v = ngx_pcalloc(cf->pool, (n + 4) * sizeof(char *));
+    k = ngx_pcalloc(cf->pool, (n + 5) * sizeof(char *));
+    v = ngx_pcalloc(cf->pool, (n + 5) * sizeof(char *));
     if (k == NULL || v == NULL) {
         goto failed;
     }
@@ -740,6 +783,13 @@ ngx_http_presence_pg_parse(ngx_conf_t *cf, ngx_str_t *conninfo,
     if (!has_gss) {
         k[i] = "gssencmode";
         v[i++] = "disable";
+    }
+
+    /* what is sent is UTF-8, whatever the database's encoding */
+
+    if (!has_enc) {
+        k[i] = "client_encoding";
+        v[i++] = "UTF8";
     }
 
     if (host != NULL && !has_addr) {

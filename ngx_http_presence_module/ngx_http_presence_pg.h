@@ -51,6 +51,8 @@ struct ngx_http_presence_pg_s {
     ngx_msec_t                       backoff;
     ngx_msec_t                       backoff_min;
     ngx_msec_t                       backoff_max;
+    ngx_msec_t                       held;       /* no statement before */
+    ngx_uint_t                       holding;
 
     PGresult                        *result;
     ngx_http_presence_pg_result_pt   handler;

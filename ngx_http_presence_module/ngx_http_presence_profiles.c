@@ -36,8 +36,17 @@ enum {
 };
 
 
+/*
+ * Each field cut by PostgreSQL already (1024 characters, at most 4 KiB),
+ * so that a huge column never reaches the worker: an answer is at most
+ * 500 x 3 x 4 KiB.
+ */
+
 static const char  ngx_http_presence_profiles_sql[] =
-    "SELECT id, username::text, display_name::text, avatar_url::text"
+    "SELECT id, left(username::text, "
+    ngx_value(NGX_HTTP_PRESENCE_PROFILE_LEN) "),"
+    " left(display_name::text, " ngx_value(NGX_HTTP_PRESENCE_PROFILE_LEN) "),"
+    " left(avatar_url::text, " ngx_value(NGX_HTTP_PRESENCE_PROFILE_LEN) ")"
     " FROM users WHERE id = ANY($1::bigint[])";
 
 

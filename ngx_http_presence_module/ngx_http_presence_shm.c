@@ -161,7 +161,9 @@ typedef struct {
     uint32_t                        sweep_cursor;
     uint64_t                        sweep_mark;
     int64_t                         pull_watermark;  /* DB clock, us */
+    int64_t                         pull_watermark_id;  /* and row id */
     uint64_t                        pulled_rows;
+    uint64_t                        pull_skipped;
 
     /* counters */
     uint64_t                        flush_batches;
@@ -174,6 +176,7 @@ typedef struct {
     ngx_uint_t                      db_connected;
     uint64_t                        profile_failures;
     uint64_t                        evictions;
+    uint64_t                        cap_evictions;
     uint64_t                        expired;
     uint64_t                        ring_overflows;
     uint64_t                        ua_failures;
@@ -198,11 +201,18 @@ struct ngx_http_presence_zone_s {
     ngx_slab_pool_t                *shpool;
     ngx_str_t                       name;
     ngx_uint_t                      ring;        /* ring=N, 0: default */
+    ngx_uint_t                      max_sessions;  /* a user's, 0: any */
 };
 
 
 #define NGX_HTTP_PRESENCE_MIN_SESSIONS  16
 #define NGX_HTTP_PRESENCE_RING_MIN      64
+
+/* a wall-clock step: the zone's clock is this far from the wall's */
+#define NGX_HTTP_PRESENCE_CLOCK_STEP    60
+
+/* users stepped over in one hold of the lock when a page starts deep */
+#define NGX_HTTP_PRESENCE_WALK          1024
 
 #define NGX_HTTP_PRESENCE_ZONE_MIN      (1024 * 1024)
 #define NGX_HTTP_PRESENCE_ZONE_MAX      ((uint64_t) 32 * 1024 * 1024 * 1024)
@@ -228,6 +238,8 @@ static void ngx_http_presence_lock(ngx_http_presence_zone_t *zone,
 static void ngx_http_presence_unlock(ngx_http_presence_zone_t *zone);
 static void ngx_http_presence_advance(ngx_http_presence_zone_t *zone,
     time_t now);
+static void ngx_http_presence_rebase(ngx_http_presence_zone_t *zone,
+    time_t now);
 static ngx_uint_t ngx_http_presence_count(ngx_http_presence_zone_t *zone,
     time_t seconds, ngx_uint_t sessions);
 static void ngx_http_presence_sample_peak(ngx_http_presence_zone_t *zone,
@@ -247,6 +259,8 @@ static uint32_t ngx_http_presence_insert(ngx_http_presence_zone_t *zone,
     ngx_log_t *log, ngx_uint_t remote);
 static void ngx_http_presence_user_active(ngx_http_presence_zone_t *zone,
     ngx_http_presence_user_t *user, int64_t now_ms);
+static void ngx_http_presence_free_oldest(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_user_t *user);
 static void ngx_http_presence_forget(ngx_http_presence_zone_t *zone,
     u_char *id, int64_t last_ms);
 static void ngx_http_presence_ring_add(ngx_http_presence_shm_t *sh,
@@ -309,7 +323,9 @@ static uint32_t ngx_http_presence_slot_first(ngx_http_presence_shm_t *sh,
 static uint32_t ngx_http_presence_q_find(ngx_http_presence_shm_t *sh,
     int64_t t);
 static uint32_t ngx_http_presence_q_rank(ngx_http_presence_zone_t *zone,
-    ngx_uint_t rank, time_t seconds);
+    ngx_uint_t rank, time_t seconds, ngx_uint_t *skip);
+static uint32_t ngx_http_presence_q_seek(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_page_t *page, ngx_log_t *log);
 static uint32_t ngx_http_presence_ua_get(ngx_http_presence_zone_t *zone,
     ngx_http_presence_activity_t *act);
 static void ngx_http_presence_ua_put(ngx_http_presence_zone_t *zone,
@@ -323,6 +339,13 @@ static void ngx_http_presence_update(ngx_http_presence_zone_t *zone,
 
 #define ngx_http_presence_off(shpool, p)                                      \
     ((uint32_t) (((u_char *) (p) - (u_char *) (shpool)) >> 3))
+
+/* the second of a user's latest activity, and its slot */
+
+#define ngx_http_presence_second(sh, i)  ((sh)->users[i].last_ms / 1000)
+
+#define ngx_http_presence_slot(sh, t)                                         \
+    ((uint32_t) (((t) / (sh)->slot_step) % (sh)->nslots))
 
 
 char *
@@ -827,7 +850,20 @@ ngx_http_presence_advance(ngx_http_presence_zone_t *zone, time_t now)
     sh = zone->sh;
 
     if (now <= sh->clock) {
+
+        /* the wall clock went back: count from it again */
+
+        if (now < sh->clock - NGX_HTTP_PRESENCE_CLOCK_STEP) {
+            ngx_http_presence_rebase(zone, now);
+        }
+
         return;
+    }
+
+    if (now - sh->clock > NGX_HTTP_PRESENCE_CLOCK_STEP) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "presence zone \"%V\": the clock jumped forward "
+                      "%T s", &zone->name, now - sh->clock);
     }
 
     if (now - sh->clock >= NGX_HTTP_PRESENCE_DAY) {
@@ -856,6 +892,90 @@ ngx_http_presence_advance(ngx_http_presence_zone_t *zone, time_t now)
     }
 
     sh->clock = now;
+}
+
+
+/*
+ * The wall clock went back (an NTP step, a VM restored): what was stamped
+ * later than now is now, the counting trees and the queue's entry points
+ * are rebuilt from the records, and the clock goes on from now.  Once per
+ * step, under the writer's mark.
+ */
+
+static void
+ngx_http_presence_rebase(ngx_http_presence_zone_t *zone, time_t now)
+{
+    int64_t                       max_ms, t;
+    uint32_t                      i, *slot;
+    ngx_http_presence_shm_t      *sh;
+    ngx_http_presence_user_t     *user;
+    ngx_http_presence_session_t  *s;
+
+    sh = zone->sh;
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  "presence zone \"%V\": the clock went back %T s, "
+                  "counting from now", &zone->name, sh->clock - now);
+
+    sh->writer = ngx_pid;
+
+    max_ms = (int64_t) now * 1000;
+
+    ngx_memzero(sh->users_bit, (NGX_HTTP_PRESENCE_DAY + 1) * sizeof(int32_t));
+    ngx_memzero(sh->sessions_bit,
+                (NGX_HTTP_PRESENCE_DAY + 1) * sizeof(int32_t));
+
+    sh->clock = now;
+
+    for (i = 0; i < sh->nsessions; i++) {
+        s = &sh->sessions[i];
+
+        if (s->user == NGX_HTTP_PRESENCE_NIL) {
+            continue;
+        }
+
+        s->last_ms = ngx_min(s->last_ms, max_ms);
+        s->created_ms = ngx_min(s->created_ms, s->last_ms);
+        s->flushed_ms = ngx_min(s->flushed_ms, s->last_ms);
+
+        if (s->last_ms / 1000 > now - NGX_HTTP_PRESENCE_DAY) {
+            ngx_http_presence_bit_add(sh->sessions_bit, s->last_ms / 1000, 1);
+        }
+    }
+
+    for (i = 0; i < sh->nusers; i++) {
+        user = &sh->users[i];
+
+        if (user->user_id == 0) {
+            continue;
+        }
+
+        user->last_ms = ngx_min(user->last_ms, max_ms);
+
+        if (user->last_ms / 1000 > now - NGX_HTTP_PRESENCE_DAY) {
+            ngx_http_presence_bit_add(sh->users_bit, user->last_ms / 1000, 1);
+        }
+    }
+
+    /* the queue kept its order: each slot's first user, found again */
+
+    for (i = 0; i < sh->nslots; i++) {
+        sh->q_slots[i] = NGX_HTTP_PRESENCE_NIL;
+    }
+
+    for (i = sh->q_head; i != NGX_HTTP_PRESENCE_NIL; i = sh->users[i].q_next) {
+        t = ngx_http_presence_second(sh, i);
+        slot = &sh->q_slots[ngx_http_presence_slot(sh, t)];
+
+        if (*slot == NGX_HTTP_PRESENCE_NIL
+            && t > now - NGX_HTTP_PRESENCE_DAY)
+        {
+            *slot = i;
+        }
+    }
+
+    sh->next_sweep = now;
+    sh->writer = 0;
 }
 
 
@@ -1118,6 +1238,17 @@ ngx_http_presence_insert(ngx_http_presence_zone_t *zone,
 
     sh = zone->sh;
 
+    /* a user at presence_max_sessions_per_user: its oldest goes first */
+
+    if (zone->max_sessions) {
+        user = ngx_http_presence_find_user(zone, act->user_id);
+
+        if (user && user->nsessions >= zone->max_sessions) {
+            ngx_http_presence_free_oldest(zone, user);
+            sh->cap_evictions++;
+        }
+    }
+
     i = ngx_http_presence_new_session(zone, timeout, log);
 
     user = ngx_http_presence_find_user(zone, act->user_id);
@@ -1138,7 +1269,8 @@ ngx_http_presence_insert(ngx_http_presence_zone_t *zone,
 
     ngx_memcpy(s->id, act->id, NGX_HTTP_PRESENCE_ID_LEN);
     s->user_id = act->user_id;
-    s->created_ms = (remote && act->created_ms) ? act->created_ms : now_ms;
+    s->created_ms = (remote && act->created_ms)
+                    ? ngx_min(act->created_ms, now_ms) : now_ms;
     s->last_ms = now_ms;
     s->flushed_ms = remote ? now_ms : 0;
     s->exp = act->exp;
@@ -1168,6 +1300,32 @@ ngx_http_presence_insert(ngx_http_presence_zone_t *zone,
     sh->sessions_used++;
 
     return i;
+}
+
+
+/* a user's least recently active session, freed */
+
+static void
+ngx_http_presence_free_oldest(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_user_t *user)
+{
+    uint32_t                  j, oldest;
+    ngx_http_presence_shm_t  *sh;
+
+    sh = zone->sh;
+    oldest = user->sessions;
+
+    for (j = user->sessions; j != NGX_HTTP_PRESENCE_NIL;
+         j = sh->sessions[j].user_next)
+    {
+        if (sh->sessions[j].last_ms < sh->sessions[oldest].last_ms) {
+            oldest = j;
+        }
+    }
+
+    if (oldest != NGX_HTTP_PRESENCE_NIL) {
+        ngx_http_presence_free_session(zone, oldest);
+    }
 }
 
 
@@ -1549,14 +1707,6 @@ ngx_http_presence_lru_unlink(ngx_http_presence_shm_t *sh, uint32_t i)
 }
 
 
-/* the second of a user's latest activity, and its slot */
-
-#define ngx_http_presence_second(sh, i)  ((sh)->users[i].last_ms / 1000)
-
-#define ngx_http_presence_slot(sh, t)                                         \
-    ((uint32_t) (((t) / (sh)->slot_step) % (sh)->nslots))
-
-
 /* the first user of the slot of second t, or NIL */
 
 static uint32_t
@@ -1727,18 +1877,19 @@ ngx_http_presence_q_unlink(ngx_http_presence_shm_t *sh, uint32_t i)
 
 
 /*
- * The user at "rank" (0: the most recent) among those within the last
- * "seconds": the second it is in, found by a binary search through the
- * counting tree; then its slot's first user and a walk within the slot.
+ * Where the user at "rank" (0: the most recent) among those within the
+ * last "seconds" is: the second it is in, found by a binary search
+ * through the counting tree; the first user of that second's slot; and
+ * how many users to step over from there (those of the slot later than
+ * that second, then the rank within it).
  */
 
 static uint32_t
 ngx_http_presence_q_rank(ngx_http_presence_zone_t *zone, ngx_uint_t rank,
-    time_t seconds)
+    time_t seconds, ngx_uint_t *skip)
 {
-    int64_t                   lo, hi, mid, t;
-    uint32_t                  j;
-    ngx_uint_t                later;
+    int64_t                   lo, hi, mid, t, end;
+    ngx_uint_t                later, slot_later;
     ngx_http_presence_shm_t  *sh;
 
     sh = zone->sh;
@@ -1763,17 +1914,73 @@ ngx_http_presence_q_rank(ngx_http_presence_zone_t *zone, ngx_uint_t rank,
     later = (t < sh->clock) ? ngx_http_presence_count(zone, sh->clock - t, 0)
                             : 0;
 
-    j = ngx_http_presence_slot_first(sh, t);
+    /* the users of t's slot later than t come first in the slot */
 
-    /* past the slot's users later than t, then the rank within t */
+    end = ngx_min((t / sh->slot_step + 1) * sh->slot_step - 1, sh->clock);
+    slot_later = (end > t)
+                 ? later - (end < sh->clock
+                            ? ngx_http_presence_count(zone, sh->clock - end,
+                                                      0)
+                            : 0)
+                 : 0;
 
-    while (j != NGX_HTTP_PRESENCE_NIL && ngx_http_presence_second(sh, j) > t)
-    {
-        j = sh->users[j].q_next;
-    }
+    *skip = slot_later + (rank - later);
 
-    for ( /* void */ ; j != NGX_HTTP_PRESENCE_NIL && later < rank; later++) {
-        j = sh->users[j].q_next;
+    return ngx_http_presence_slot_first(sh, t);
+}
+
+
+/*
+ * The start of a page: at most NGX_HTTP_PRESENCE_WALK users are stepped
+ * over in one hold of the lock; between two, the request path gets in.
+ * The walk goes on from where it was if that user has not moved, else it
+ * starts again (twice at most, then it finishes holding the lock).
+ */
+
+static uint32_t
+ngx_http_presence_q_seek(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_page_t *page, ngx_log_t *log)
+{
+    int64_t                   ms, id;
+    uint32_t                  j;
+    ngx_uint_t                skip, k, again;
+    ngx_http_presence_shm_t  *sh;
+
+    sh = zone->sh;
+    again = 0;
+
+    j = ngx_http_presence_q_rank(zone, page->offset, page->threshold, &skip);
+
+    while (j != NGX_HTTP_PRESENCE_NIL && skip) {
+
+        for (k = 0;
+             k < NGX_HTTP_PRESENCE_WALK && skip && j != NGX_HTTP_PRESENCE_NIL;
+             k++, skip--)
+        {
+            j = sh->users[j].q_next;
+        }
+
+        if (skip == 0 || j == NGX_HTTP_PRESENCE_NIL || again == 2) {
+            continue;
+        }
+
+        id = sh->users[j].user_id;
+        ms = sh->users[j].last_ms;
+
+        ngx_http_presence_unlock(zone);
+        sh = ngx_http_presence_store_lock(zone, log);
+
+        if (sh->users[j].user_id != id || sh->users[j].last_ms != ms) {
+            again++;
+            page->total = ngx_http_presence_count(zone, page->threshold, 0);
+
+            if (page->offset >= page->total) {
+                return NGX_HTTP_PRESENCE_NIL;
+            }
+
+            j = ngx_http_presence_q_rank(zone, page->offset, page->threshold,
+                                         &skip);
+        }
     }
 
     return j;
@@ -1975,6 +2182,16 @@ ngx_http_presence_store_name(ngx_http_presence_zone_t *zone)
 }
 
 
+/* what the store applies on its own: the per-user session cap */
+
+void
+ngx_http_presence_store_configure(ngx_http_presence_zone_t *zone,
+    ngx_uint_t max_sessions)
+{
+    zone->max_sessions = max_sessions;
+}
+
+
 /* records activity: the only thing the request path does under the lock */
 
 void
@@ -2149,15 +2366,19 @@ ngx_http_presence_store_page(ngx_http_presence_zone_t *zone,
     page->nusers = 0;
     page->needed = 0;
 
-    sh = ngx_http_presence_store_lock(zone, log);
+    (void) ngx_http_presence_store_lock(zone, log);
 
-    page->now = sh->clock;
-    cutoff = page->now - page->threshold;
     page->total = ngx_http_presence_count(zone, page->threshold, 0);
 
     i = (page->offset < page->total)
-        ? ngx_http_presence_q_rank(zone, page->offset, page->threshold)
+        ? ngx_http_presence_q_seek(zone, page, log)
         : NGX_HTTP_PRESENCE_NIL;
+
+    /* the seek may have let the lock go: the zone as it is now */
+
+    sh = zone->sh;
+    page->now = sh->clock;
+    cutoff = page->now - page->threshold;
 
     for (k = page->offset;
          k < page->total && page->nusers < page->limit
@@ -2386,6 +2607,7 @@ ngx_http_presence_store_stats(ngx_http_presence_zone_t *zone,
     st->users = sh->users_used;
     st->users_capacity = sh->nusers;
     st->evictions = sh->evictions;
+    st->cap_evictions = sh->cap_evictions;
     st->expired = sh->expired;
     st->ring_depth = sh->ring_tail - sh->ring_head;
     st->ring_size = sh->nring;
@@ -2402,6 +2624,8 @@ ngx_http_presence_store_stats(ngx_http_presence_zone_t *zone,
     st->last_ok = sh->flush_last_ok;
     st->connected = sh->db_connected;
     st->flusher_pid = sh->lease_pid;
+    st->pulled = sh->pulled_rows;
+    st->pull_skipped = sh->pull_skipped;
 
     ngx_http_presence_unlock(zone);
 }
@@ -2732,29 +2956,29 @@ ngx_http_presence_store_merge_peaks(ngx_http_presence_zone_t *zone,
 }
 
 
-int64_t
+void
 ngx_http_presence_store_watermark(ngx_http_presence_zone_t *zone,
-    ngx_log_t *log)
+    ngx_http_presence_mark_t *mark, ngx_log_t *log)
 {
-    int64_t  wm;
+    ngx_http_presence_shm_t  *sh;
 
-    wm = ngx_http_presence_store_lock(zone, log)->pull_watermark;
+    sh = ngx_http_presence_store_lock(zone, log);
+    mark->us = sh->pull_watermark;
+    mark->id = sh->pull_watermark_id;
     ngx_http_presence_unlock(zone);
-
-    return wm;
 }
 
 
 /*
  * Rows of other nodes, merged in one hold of the lock: each is recorded
  * as remote activity (never written back) or forgotten, as "row" says;
- * the pull's watermark moves to "watermark" when that is later.
+ * the pull's watermark moves to "mark" when that is later.
  */
 
 void
 ngx_http_presence_store_merge(ngx_http_presence_zone_t *zone,
     time_t timeout, ngx_http_presence_row_pt row, void *data, ngx_uint_t n,
-    int64_t watermark, ngx_log_t *log)
+    ngx_http_presence_mark_t *mark, ngx_log_t *log)
 {
     ngx_int_t                      rc;
     ngx_uint_t                     i;
@@ -2773,13 +2997,19 @@ ngx_http_presence_store_merge(ngx_http_presence_zone_t *zone,
 
         } else if (rc == NGX_DONE) {
             ngx_http_presence_forget(zone, act.id, act.now_ms);
+
+        } else {
+            sh->pull_skipped++;
         }
     }
 
     sh->writer = 0;
 
-    if (watermark > sh->pull_watermark) {
-        sh->pull_watermark = watermark;
+    if (mark->us > sh->pull_watermark
+        || (mark->us == sh->pull_watermark && mark->id > sh->pull_watermark_id))
+    {
+        sh->pull_watermark = mark->us;
+        sh->pull_watermark_id = mark->id;
     }
 
     sh->pulled_rows += n;

@@ -131,6 +131,7 @@ typedef struct {
     uint64_t                        users;
     uint64_t                        users_capacity;
     uint64_t                        evictions;
+    uint64_t                        cap_evictions;
     uint64_t                        expired;
     uint64_t                        ring_depth;
     uint64_t                        ring_size;
@@ -147,6 +148,8 @@ typedef struct {
     uint64_t                        last_ok;
     uint64_t                        connected;
     uint64_t                        flusher_pid;
+    uint64_t                        pulled;
+    uint64_t                        pull_skipped;
 } ngx_http_presence_store_stats_t;
 
 
@@ -201,6 +204,14 @@ typedef struct {
 } ngx_http_presence_profile_in_t;
 
 
+/* where the cluster pull is: the last row's updated_at (us) and id */
+
+typedef struct {
+    int64_t                         us;
+    int64_t                         id;
+} ngx_http_presence_mark_t;
+
+
 /*
  * A row of the cluster pull, read under the lock: NGX_OK records "act" as
  * another node's activity, NGX_DONE forgets the session act->id unless
@@ -214,6 +225,8 @@ typedef ngx_int_t (*ngx_http_presence_row_pt)(void *data, ngx_uint_t i,
 char *ngx_http_presence_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
 ngx_str_t *ngx_http_presence_store_name(ngx_http_presence_zone_t *zone);
+void ngx_http_presence_store_configure(ngx_http_presence_zone_t *zone,
+    ngx_uint_t max_sessions);
 
 /* the request path */
 void ngx_http_presence_store_touch(ngx_http_presence_zone_t *zone,
@@ -263,11 +276,11 @@ uint64_t ngx_http_presence_store_ring_depth(ngx_http_presence_zone_t *zone,
     ngx_log_t *log);
 void ngx_http_presence_store_merge_peaks(ngx_http_presence_zone_t *zone,
     time_t online, uint32_t *peaks, ngx_log_t *log);
-int64_t ngx_http_presence_store_watermark(ngx_http_presence_zone_t *zone,
-    ngx_log_t *log);
+void ngx_http_presence_store_watermark(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_mark_t *mark, ngx_log_t *log);
 void ngx_http_presence_store_merge(ngx_http_presence_zone_t *zone,
     time_t timeout, ngx_http_presence_row_pt row, void *data, ngx_uint_t n,
-    int64_t watermark, ngx_log_t *log);
+    ngx_http_presence_mark_t *mark, ngx_log_t *log);
 ngx_uint_t ngx_http_presence_store_stale_profiles(
     ngx_http_presence_zone_t *zone, time_t ttl, int64_t *ids,
     ngx_uint_t max, ngx_uint_t scan, ngx_log_t *log);

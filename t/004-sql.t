@@ -45,6 +45,10 @@ like($once, qr/index CREATE UNIQUE INDEX \S+ ON public\.user_sessions .*session_
      'session_token is unique');
 like($once, qr/column presence_peaks\.online_users integer NO/,
      'presence_peaks exists');
+like($once, qr/index CREATE INDEX user_sessions_updated_at_id ON public\.user_sessions USING btree \(updated_at, id\)/,
+     'the cluster pull pages by (updated_at, id)');
+unlike($once, qr/INDEX user_sessions_updated_at ON/,
+       'the index on updated_at alone is gone');
 
 pg_query("INSERT INTO users (id, username) VALUES (7, 'seven')");
 pg_query("INSERT INTO user_sessions (user_id, session_token)

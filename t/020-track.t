@@ -266,3 +266,39 @@ use Digest::SHA;
 my $t = Presence::Test::tok(41);
 ["backend /app/x\n", Digest::SHA::sha256_hex($t) . " 1\n",
  Digest::SHA::sha256_hex("41:abc") . " 1\n", " 1\n"]
+
+
+
+=== presence_max_sessions_per_user: a user's oldest session goes first
+--- http_config
+    presence_max_sessions_per_user 3;
+--- config
+    location = /metrics {
+        presence_metrics;
+    }
+--- raw_request eval
+[Presence::Test::hit(2),
+ map({ [{ value => Presence::Test::hit(1, sid => "s$_"), delay_before => 0.02 }] } 1 .. 5),
+ Presence::Test::api('stats'),
+ Presence::Test::api('sessions', Presence::Test::tok(1, sid => 's5')),
+ Presence::Test::api('sessions', Presence::Test::tok(1, sid => 's1')),
+ Presence::Test::req('/metrics')]
+--- response_body_like eval
+[("backend /app/u\\d\n") x 6,
+ '"total_active_sessions":4,',
+ '^\{"user_id":1,"sessions":\[\{[^{}]+"is_current":true\},\{[^{}]+\},\{[^{}]+\}\],"count":3,',
+ '^\{"user_id":1,"sessions":\[(\{[^{}]+"is_current":false\},){2}\{[^{}]+"is_current":false\}\],"count":3,',
+ 'nginx_presence_session_cap_evictions_total\{zone="presence"\} 2\n']
+--- no_error_log
+[error]
+
+
+
+=== presence_max_sessions_per_user 0: no cap
+--- http_config
+    presence_max_sessions_per_user 0;
+--- raw_request eval
+[map({ Presence::Test::hit(1, sid => "s$_") } 1 .. 40),
+ Presence::Test::api('sessions', Presence::Test::tok(1, sid => 's1'))]
+--- response_body_like eval
+[("backend /app/u1\n") x 40, '"count":40,']

@@ -10,6 +10,54 @@ workers(2);
 
 run_tests();
 
+# which worker served what: each answer names its worker (X-Worker), the
+# connections spread over both (reuseport); every user's activity, recorded
+# by one worker, is answered as online by the other
+
+use Presence::Nginx;
+use Presence::JWT;
+use Test::More;
+
+my $port = Presence::Nginx::free_port();
+my $n = Presence::Nginx->new(name => 'workers', workers => 2, http => <<EOC);
+    presence_zone zone=presence:4m;
+    presence_jwt_secret "$Presence::JWT::SECRET";
+    add_header X-Worker \$pid always;
+    server {
+        listen 127.0.0.1:$port reuseport;
+        location /app/ { presence on; proxy_pass http://127.0.0.1:BACKEND; }
+        location /api/v1/online/ { presence_api; }
+    }
+EOC
+$n->{http} =~ s/BACKEND/$n->{backend}/;
+$n->start;
+$n->{port} = $port;
+
+sub worker { my $head = shift; return $head =~ /^X-Worker: (\d+)/mi ? $1 : 0 }
+
+my (%tracked_by, %seen, @missing);
+for my $u (1 .. 10) {
+    my (undef, undef, $head) = $n->get('/app/x', Presence::JWT::token(sub => $u));
+    $tracked_by{$u} = worker($head);
+    $seen{ $tracked_by{$u} }++;
+}
+is(scalar(keys %seen), 2, 'both workers recorded activity');
+
+for my $u (1 .. 10) {
+    my $answered;
+    for (1 .. 60) {
+        my (undef, $body, $head) = $n->get("/api/v1/online/status?user_ids=$u",
+                                           Presence::JWT::token(sub => 99));
+        next if worker($head) == $tracked_by{$u};
+        $answered = $body =~ /"$u":\{"status":"online"/;
+        last;
+    }
+    push @missing, $u unless $answered;
+}
+is("@missing", '', 'the other worker answers each user as online');
+
+$n->stop;
+
 __DATA__
 
 === activity through either worker is counted once, seen by both

@@ -126,3 +126,13 @@ presence zone "presence" is too small for 16 sessions and its ring
     }
 --- error_log
 invalid number of arguments in "presence_api_admin_claim" directive
+
+
+
+=== presence_max_sessions_per_user beyond its bounds
+--- http_config
+    presence_zone zone=presence:1m;
+    presence_jwt_secret "x";
+    presence_max_sessions_per_user 70000;
+--- error_log
+value must be between 0 and 65535

@@ -83,8 +83,16 @@ ok(wait_until(sub {
         ($line) = $n->log =~ /^(.*PostgreSQL: ERROR: .*device_info.*)$/m;
         $line }),
    'the refused statement is logged');
-like($line // '', qr/, flusher phase "upsert", statement "upsert"$/,
-     'with the phase and the statement it happened in');
+like($line // '', qr/, flusher phase "upsert", statement "upsert", retrying in \d+ ms$/,
+     'with the phase and the statement it happened in, and the backoff');
+
+# a refused statement waits as a failed connection does: 0.5 s, 1 s, 2 s
+# ... not every 200 ms interval (15 tries in 3 s)
+
+sleep 3;
+my @refused = $n->log =~ /^(.*PostgreSQL: ERROR: .*device_info.*)$/mg;
+ok(@refused >= 2 && @refused <= 4,
+   scalar(@refused) . ' refusals in 3 s: the statement backs off');
 
 pg_query('ALTER TABLE user_sessions RENAME COLUMN device_info_x TO device_info');
 
@@ -105,6 +113,39 @@ like($n->log, qr/PostgreSQL connection failed: [^\n]*, flusher phase "connect", 
      'in phase connect, with no statement');
 
 $n->stop;
+
+# nginx -s quit while a statement waits on a lock: when it is done, the
+# last batch still goes, with what came after it
+
+pg_query('TRUNCATE user_sessions');
+$n = node($dsn);
+$n->get('/app/x', tok(1));
+ok(wait_until(sub { pg_value('SELECT count(*) FROM user_sessions') == 1 }),
+   'user 1 written');
+
+my $locker = fork // die;
+if ($locker == 0) {
+    exec 'psql', '-XqAt', '-d', $dsn, '-c',
+         'BEGIN; LOCK TABLE user_sessions IN ACCESS EXCLUSIVE MODE; '
+         . 'SELECT pg_sleep(2); COMMIT;';
+}
+sleep 0.3;
+
+$n->get('/app/x', tok(1));
+ok(wait_until(sub { pg_value(q{SELECT count(*) FROM pg_stat_activity
+                               WHERE application_name =
+                                     'ngx_http_presence_module'
+                                 AND wait_event_type = 'Lock'}) >= 1 }, 5),
+   'a batch waits on the lock');
+
+$n->get('/app/x', tok(2));
+$n->stop('QUIT');
+waitpid $locker, 0;
+
+is(pg_value('SELECT count(*) FROM user_sessions WHERE user_id = 2'), 1,
+   'the session that came while it waited is written at exit');
+unlike($n->log, qr/changed sessions not written at exit/,
+       'nothing is left behind');
 
 # presence_cluster: the pull and the cluster's peaks are statements
 

@@ -26,6 +26,7 @@ pg_query(q{INSERT INTO users (id, username)
            SELECT g, 'user' || g FROM generate_series(1, 20) g});
 
 my $n = Presence::Nginx->new(name => 'hardening', workers => 1,
+                             server => "location = /metrics { presence_metrics; }",
                              http => <<EOC);
     presence_zone zone=presence:4m;
     presence_jwt_secret "$Presence::JWT::SECRET";
@@ -96,6 +97,116 @@ SKIP: {
     is(length $u->{avatar_url}, 1024, 'avatar_url cut at 1024 bytes');
 }
 
+sub metric {
+    my ($name) = @_;
+    my (undef, $m) = $n->get('/metrics');
+    my ($v) = $m =~ /^nginx_presence_\Q$name\E\{zone="presence"\} (\d+)/m;
+    return $v // 0;
+}
+
+sub status_of {
+    my (undef, $b) = $n->get('/api/v1/online/status?user_ids=' . shift, tok(1));
+    return eval { JSON::PP->new->utf8->decode($b)->{statuses} } // {};
+}
+
+# any value PostgreSQL can hold: infinity, NULLs, a row updated in the far
+# future; the backend's rows (node NULL) are pulled like another node's
+
+pg_query(q{INSERT INTO users (id, username) VALUES (41, 'u41'), (42, 'u42'),
+           (51, 'u51'), (52, 'u52'), (53, 'u53'), (54, 'u54'), (55, 'u55'),
+           (56, 'u56'), (60, 'u60')});
+pg_query(sprintf q{INSERT INTO user_sessions (user_id, session_token,
+                       created_at, last_activity, expires_at, is_active,
+                       node, updated_at)
+                   VALUES (51, '%s', now(), 'infinity', NULL, true,
+                           'other', now() AT TIME ZONE 'UTC'),
+                          (52, '%s', '-infinity', now() AT TIME ZONE 'UTC',
+                           NULL, true, 'other', now() AT TIME ZONE 'UTC'),
+                          (53, '%s', now(), now() AT TIME ZONE 'UTC',
+                           NULL, true, NULL, now() AT TIME ZONE 'UTC'),
+                          (54, '%s', now(), now() AT TIME ZONE 'UTC',
+                           'infinity', true, 'other',
+                           now() AT TIME ZONE 'UTC'),
+                          (56, '%s', now(), now() AT TIME ZONE 'UTC',
+                           NULL, true, 'other', '9999-01-01')},
+         map { token_hex($_) } 51, 52, 53, 54, 56);
+
+my $st = wait_until(sub {
+    my $s = status_of('51,52,53,54');
+    (grep { ($s->{$_}{status} // '') eq 'online' } 52, 53, 54) == 3 ? $s : 0;
+});
+ok($st, 'rows with infinite times around them, or node NULL, are pulled');
+is($st && $st->{51}{status}, 'offline',
+   'an infinite last_activity is skipped');
+ok(metric('pull_skipped_rows_total') >= 1, 'and counted');
+
+pg_query(sprintf q{INSERT INTO user_sessions (user_id, session_token,
+                       last_activity, is_active, node, updated_at)
+                   VALUES (55, '%s', now() AT TIME ZONE 'UTC', true,
+                           'other', now() AT TIME ZONE 'UTC')},
+         token_hex(55));
+ok(wait_until(sub { (status_of('55')->{55}{status} // '') eq 'online' }),
+   'a row far in the future never stops the pulls after it');
+unlike($n->log, qr/infinity|out of range/, 'no statement failed');
+
+# a huge profile column never reaches the worker whole
+
+my ($worker) = $n->workers;
+sub hwm {
+    open my $fh, '<', "/proc/$worker/status" or return 0;
+    local $/;
+    return <$fh> =~ /^VmHWM:\s+(\d+) kB/m ? $1 : 0;
+}
+
+my $before = hwm();
+pg_query(q{UPDATE users SET avatar_url = repeat('a', 20000000)
+           WHERE id IN (41, 42)});
+$n->get('/app/x', tok($_)) for 41, 42;
+
+ok(wait_until(sub {
+       my (undef, $b) = $n->get('/api/v1/online/users?limit=100', tok(1));
+       $b =~ /"user_id":41,"username":"u41",[^}]*"avatar_url":"a{1024}"/ }),
+   'a 20 MB avatar_url arrives cut at 1024 bytes');
+cmp_ok(hwm() - $before, '<', 16 * 1024,
+       'and the worker never held it (peak memory grew by less than 16 MB)');
+
+# a batch is written in session-token order: two nodes lock the same rows
+# in the same order and cannot deadlock each other
+
+pg_query(q{CREATE TABLE lock_order (seq bigserial, token text, tx bigint)});
+pg_query(q{CREATE FUNCTION lock_order_log() RETURNS trigger
+           LANGUAGE plpgsql AS $$ BEGIN
+             INSERT INTO lock_order (token, tx)
+             VALUES (NEW.session_token, txid_current()); RETURN NEW;
+           END $$});
+pg_query(q{CREATE TRIGGER lock_order BEFORE INSERT OR UPDATE ON user_sessions
+           FOR EACH ROW EXECUTE FUNCTION lock_order_log()});
+END {
+    local $?;
+    eval { pg_query(q{DROP TRIGGER IF EXISTS lock_order ON user_sessions;
+                      DROP FUNCTION IF EXISTS lock_order_log();
+                      DROP TABLE IF EXISTS lock_order}) };
+}
+
+$n->get('/app/x', Presence::JWT::token(sub => 60, sid => "s$_")) for 1 .. 30;
+
+ok(wait_until(sub { pg_value(q{SELECT count(*) FROM user_sessions
+                               WHERE user_id = 60}) == 30 }),
+   '30 new sessions written');
+
+my %tx;
+for (split /\n/, pg_query(q{SELECT tx, token FROM lock_order ORDER BY seq})) {
+    my ($tx, $token) = split /\t/;
+    push @{ $tx{$tx} }, $token;
+}
+my ($largest) = sort { @$b <=> @$a } values %tx;
+cmp_ok(scalar @{ $largest // [] }, '>=', 5, 'a batch of several rows');
+my @unordered = grep { "@$_" ne join ' ', sort @$_ } values %tx;
+is(scalar @unordered, 0, 'every batch in session-token order');
+
+pg_query(q{DROP TRIGGER lock_order ON user_sessions;
+           DROP FUNCTION lock_order_log(); DROP TABLE lock_order});
+
 $n->stop;
 
 # pages start by rank, not by a walk from the head: 3 000 users pulled
@@ -147,5 +258,38 @@ EOC
 
     $n->stop;
 }
+
+# one transaction of 25 000 rows, more than a pull's page, all of them with
+# the same updated_at: every row is pulled (the next page starts after the
+# last row's (updated_at, id), not after its updated_at)
+
+pg_query(q{INSERT INTO users (id, username)
+           SELECT 10000 + g, 'user' || (10000 + g)
+             FROM generate_series(1, 25000) g});
+pg_query(q{INSERT INTO user_sessions (user_id, session_token, created_at,
+               last_activity, is_active, node, updated_at)
+           SELECT 10000 + g, lpad(to_hex(200000 + g), 64, '0'),
+                  now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC',
+                  true, 'other', now() AT TIME ZONE 'UTC'
+             FROM generate_series(1, 25000) g});
+
+$n = Presence::Nginx->new(name => 'hardening', workers => 1,
+                          http => <<EOC);
+    presence_zone zone=presence:16m;
+    presence_jwt_secret "$Presence::JWT::SECRET";
+    presence_postgres "$dsn";
+    presence_flush_interval 200ms;
+    presence_cluster on;
+    presence_node hardening;
+EOC
+$n->start;
+
+ok(wait_until(sub {
+       my (undef, $b) = $n->get('/api/v1/online/count?threshold_minutes=60',
+                                tok(1));
+       $b =~ /"online_count":28000\b/ }, 15),
+   'all 25 000 rows of one transaction are pulled, with the 3 000 before');
+
+$n->stop;
 
 done_testing;
