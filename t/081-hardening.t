@@ -25,17 +25,23 @@ pg_query('DELETE FROM users');
 pg_query(q{INSERT INTO users (id, username)
            SELECT g, 'user' || g FROM generate_series(1, 20) g});
 
-my $n = Presence::Nginx->new(name => 'hardening', workers => 1,
-                             server => "location = /metrics { presence_metrics; }",
-                             http => <<EOC);
-    presence_zone zone=presence:4m;
+# a cluster node of this test: its zone size, and more of the server block
+sub node {
+    my ($size, $server) = @_;
+    my $node = Presence::Nginx->new(name => 'hardening', workers => 1,
+                                    server => $server // '', http => <<EOC);
+    presence_zone zone=presence:$size;
     presence_jwt_secret "$Presence::JWT::SECRET";
     presence_postgres "$dsn";
     presence_flush_interval 200ms;
     presence_cluster on;
     presence_node hardening;
 EOC
-$n->start;
+    $node->start;
+    return $node;
+}
+
+my $n = node('4m', "location = /metrics { presence_metrics; }");
 
 # rows another writer left: before 1970, before year 1
 
@@ -226,16 +232,7 @@ pg_query(q{INSERT INTO user_sessions (user_id, session_token, created_at,
              FROM generate_series(1, 3000) g});
 
 for my $size ('4m', '16m') {
-    $n = Presence::Nginx->new(name => 'hardening', workers => 1,
-                              http => <<EOC);
-    presence_zone zone=presence:$size;
-    presence_jwt_secret "$Presence::JWT::SECRET";
-    presence_postgres "$dsn";
-    presence_flush_interval 200ms;
-    presence_cluster on;
-    presence_node hardening;
-EOC
-    $n->start;
+    $n = node($size);
 
     ok(wait_until(sub {
            my (undef, $b) = $n->get('/api/v1/online/count?threshold_minutes=60',
@@ -273,16 +270,7 @@ pg_query(q{INSERT INTO user_sessions (user_id, session_token, created_at,
                   true, 'other', now() AT TIME ZONE 'UTC'
              FROM generate_series(1, 25000) g});
 
-$n = Presence::Nginx->new(name => 'hardening', workers => 1,
-                          http => <<EOC);
-    presence_zone zone=presence:16m;
-    presence_jwt_secret "$Presence::JWT::SECRET";
-    presence_postgres "$dsn";
-    presence_flush_interval 200ms;
-    presence_cluster on;
-    presence_node hardening;
-EOC
-$n->start;
+$n = node('16m');
 
 ok(wait_until(sub {
        my (undef, $b) = $n->get('/api/v1/online/count?threshold_minutes=60',
