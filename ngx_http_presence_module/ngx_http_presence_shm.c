@@ -31,6 +31,7 @@
 #define NGX_HTTP_PRESENCE_NIL           0xffffffff
 
 
+/* User-Agent buckets: one for four sessions, at least this many */
 #define NGX_HTTP_PRESENCE_UA_BUCKETS    4096
 
 #define NGX_HTTP_PRESENCE_IN_RING       0x01
@@ -192,7 +193,8 @@ typedef struct {
     int32_t                        *sessions_bit; /* the window */
     ngx_http_presence_session_t    *sessions;
     ngx_http_presence_user_t       *users;
-    uint32_t                        ua_hash[NGX_HTTP_PRESENCE_UA_BUCKETS];
+    uint32_t                       *ua_hash;     /* User-Agent strings */
+    uint32_t                        nua;
 } ngx_http_presence_shm_t;
 
 
@@ -288,6 +290,8 @@ static ngx_int_t ngx_http_presence_layout(ngx_http_presence_zone_t *zone,
 static ngx_int_t ngx_http_presence_layout_arrays(ngx_slab_pool_t *shpool,
     ngx_http_presence_shm_t *sh);
 static ngx_int_t ngx_http_presence_layout_slots(ngx_slab_pool_t *shpool,
+    ngx_http_presence_shm_t *sh);
+static void ngx_http_presence_layout_ua(ngx_slab_pool_t *shpool,
     ngx_http_presence_shm_t *sh);
 static void ngx_http_presence_bit_add(int32_t *bit, int64_t t,
     int32_t delta);
@@ -559,6 +563,15 @@ ngx_http_presence_layout(ngx_http_presence_zone_t *zone, ngx_str_t *name,
         return NGX_ERROR;
     }
 
+    /* the smallest User-Agent table; larger from the reserve, below */
+
+    sh->nua = NGX_HTTP_PRESENCE_UA_BUCKETS;
+    sh->ua_hash = ngx_slab_calloc_locked(shpool,
+                                         sh->nua * sizeof(uint32_t));
+    if (sh->ua_hash == NULL) {
+        return NGX_ERROR;
+    }
+
     shpool->data = sh;
     zone->sh = sh;
 
@@ -626,6 +639,8 @@ ngx_http_presence_layout(ngx_http_presence_zone_t *zone, ngx_str_t *name,
         goto small;
     }
 
+    ngx_http_presence_layout_ua(shpool, sh);
+
     sh->magic = NGX_HTTP_PRESENCE_ZONE_MAGIC;
     sh->version = NGX_HTTP_PRESENCE_ZONE_VERSION;
     sh->session_size = sizeof(ngx_http_presence_session_t);
@@ -679,9 +694,7 @@ ngx_http_presence_layout_arrays(ngx_slab_pool_t *shpool,
         sh->users[i].hash_next = (i + 1 < n) ? i + 1 : NGX_HTTP_PRESENCE_NIL;
     }
 
-    for (i = 0; i < NGX_HTTP_PRESENCE_UA_BUCKETS; i++) {
-        sh->ua_hash[i] = 0;
-    }
+    ngx_memzero(sh->ua_hash, sh->nua * sizeof(uint32_t));
 
     sh->session_free = 0;
     sh->user_free = 0;
@@ -692,6 +705,39 @@ ngx_http_presence_layout_arrays(ngx_slab_pool_t *shpool,
     sh->clock = ngx_time();
 
     return NGX_OK;
+}
+
+
+/*
+ * The User-Agent table grows with the zone, one bucket for four sessions,
+ * so that its chains stay short; out of the strings' reserve, an eighth of
+ * it at most.  Without the room the smallest table stays.
+ */
+
+static void
+ngx_http_presence_layout_ua(ngx_slab_pool_t *shpool,
+    ngx_http_presence_shm_t *sh)
+{
+    size_t     n;
+    uint32_t  *ua;
+
+    n = sh->nsessions / 4;
+
+    if (n <= sh->nua
+        || n * sizeof(uint32_t) > shpool->pfree * ngx_pagesize / 8)
+    {
+        return;
+    }
+
+    ua = ngx_slab_calloc_locked(shpool, n * sizeof(uint32_t));
+    if (ua == NULL) {
+        return;
+    }
+
+    ngx_slab_free_locked(shpool, sh->ua_hash);
+
+    sh->ua_hash = ua;
+    sh->nua = (uint32_t) n;
 }
 
 
@@ -2002,7 +2048,7 @@ ngx_http_presence_ua_get(ngx_http_presence_zone_t *zone,
     }
 
     sh = zone->sh;
-    b = &sh->ua_hash[act->ua_hash % NGX_HTTP_PRESENCE_UA_BUCKETS];
+    b = &sh->ua_hash[act->ua_hash % sh->nua];
 
     for (off = *b; off; off = ua->hash_next) {
         ua = ngx_http_presence_ptr(zone->shpool, off);
@@ -2049,7 +2095,7 @@ ngx_http_presence_ua_put(ngx_http_presence_zone_t *zone, uint32_t off)
         return;
     }
 
-    p = &sh->ua_hash[ua->hash % NGX_HTTP_PRESENCE_UA_BUCKETS];
+    p = &sh->ua_hash[ua->hash % sh->nua];
 
     while (*p != off) {
         prev = ngx_http_presence_ptr(zone->shpool, *p);
@@ -2611,6 +2657,7 @@ ngx_http_presence_store_stats(ngx_http_presence_zone_t *zone,
     st->expired = sh->expired;
     st->ring_depth = sh->ring_tail - sh->ring_head;
     st->ring_size = sh->nring;
+    st->ua_buckets = sh->nua;
     st->ring_overflows = sh->ring_overflows;
     st->ua_failures = sh->ua_failures;
     st->profile_failures = sh->profile_failures;

@@ -135,6 +135,7 @@ typedef struct {
     uint64_t                        expired;
     uint64_t                        ring_depth;
     uint64_t                        ring_size;
+    uint64_t                        ua_buckets;
     uint64_t                        ring_overflows;
     uint64_t                        ua_failures;
     uint64_t                        profile_failures;

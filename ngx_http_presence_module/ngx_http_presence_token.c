@@ -72,6 +72,9 @@ static ngx_http_presence_jwt_cache_t *ngx_http_presence_cache(
     ngx_http_presence_main_conf_t *pmcf);
 static ngx_http_presence_jwt_cache_node_t *ngx_http_presence_cache_lookup(
     ngx_http_presence_jwt_cache_t *cache, ngx_str_t *token, uint32_t hash);
+static ngx_http_presence_jwt_cache_node_t *ngx_http_presence_cache_find(
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel, ngx_str_t *token,
+    uint32_t hash);
 static void ngx_http_presence_cache_store(ngx_http_presence_jwt_cache_t *cache,
     ngx_str_t *token, uint32_t hash, ngx_http_presence_ctx_t *ctx,
     time_t until);
@@ -725,11 +728,31 @@ static ngx_http_presence_jwt_cache_node_t *
 ngx_http_presence_cache_lookup(ngx_http_presence_jwt_cache_t *cache,
     ngx_str_t *token, uint32_t hash)
 {
-    ngx_rbtree_node_t                   *node, *sentinel;
     ngx_http_presence_jwt_cache_node_t  *cn;
 
-    node = cache->rbtree.root;
-    sentinel = cache->rbtree.sentinel;
+    cn = ngx_http_presence_cache_find(cache->rbtree.root,
+                                      cache->rbtree.sentinel, token, hash);
+
+    if (cn != NULL) {
+        ngx_queue_remove(&cn->queue);
+        ngx_queue_insert_head(&cache->lru, &cn->queue);
+    }
+
+    return cn;
+}
+
+
+/*
+ * Tokens whose hashes collide have equal keys, and after the tree's
+ * rotations equal keys stand on both sides of one another: among them
+ * both subtrees are searched (the depth of the tree bounds the recursion)
+ */
+
+static ngx_http_presence_jwt_cache_node_t *
+ngx_http_presence_cache_find(ngx_rbtree_node_t *node,
+    ngx_rbtree_node_t *sentinel, ngx_str_t *token, uint32_t hash)
+{
+    ngx_http_presence_jwt_cache_node_t  *cn;
 
     while (node != sentinel) {
 
@@ -743,8 +766,11 @@ ngx_http_presence_cache_lookup(ngx_http_presence_jwt_cache_t *cache,
         if (cn->len == token->len
             && ngx_memcmp(cn->token, token->data, token->len) == 0)
         {
-            ngx_queue_remove(&cn->queue);
-            ngx_queue_insert_head(&cache->lru, &cn->queue);
+            return cn;
+        }
+
+        cn = ngx_http_presence_cache_find(node->left, sentinel, token, hash);
+        if (cn != NULL) {
             return cn;
         }
 

@@ -270,7 +270,16 @@ pg_query(q{INSERT INTO user_sessions (user_id, session_token, created_at,
                   true, 'other', now() AT TIME ZONE 'UTC'
              FROM generate_series(1, 25000) g});
 
-$n = node('16m');
+$n = node('16m', "location = /metrics { presence_metrics; }");
+
+# the User-Agent table grows with the zone: a bucket for four sessions
+
+my ($buckets) = (($n->get('/metrics'))[1]
+                 =~ /^nginx_presence_user_agent_buckets\{zone="presence"\} (\d+)/m);
+my ($capacity) = (($n->get('/metrics'))[1]
+                  =~ /^nginx_presence_sessions_capacity\{zone="presence"\} (\d+)/m);
+is($buckets, int($capacity / 4),
+   "$buckets User-Agent buckets for $capacity sessions");
 
 ok(wait_until(sub {
        my (undef, $b) = $n->get('/api/v1/online/count?threshold_minutes=60',
