@@ -31,6 +31,19 @@ Presence::JWT::write_jwks('rfc7515-a3.json',
       x => 'f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU',
       y => 'x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0' });
 
+# RFC 7515 appendix A.4: the P-521 key (ES512); its payload is "Payload"
+Presence::JWT::write_jwks('rfc7515-a4.json',
+    { kty => 'EC', crv => 'P-521',
+      x => 'AekpBQ8ST8a8VcfVOTNl353vSrDCLLJXmPk06wTjxrrjcBpXp5EOnYG_NjFZ6OvLF'
+           . 'V1jSfS9tsz4qUxcWceqwQGk',
+      y => 'ADSmRA43Z1DSNx_RvcLI87cdL07l6jQyyBXMoxVg_l2Th-x3S1WDhjDly79ajL4Kk'
+           . 'd0AZMaZmh9ubmf63e3kyMj2' });
+
+our $RfcA4 = 'eyJhbGciOiJFUzUxMiJ9.UGF5bG9hZA.AdwMgeerwtHoh-l192l60hp9wAHZFV'
+           . 'JbLfD_UxMi70cwnZOYaRI1bKPWROc-mZZqwqT2SI-KGDKB34XO0aw_7XdtAG8G'
+           . 'aSwFKdCAPZgoXD2YBJZCPEX3xKpRwcdOO8KpEHwJjyqOgzDO7iKvU8vcnwNrmxY'
+           . 'bSW9ERBXukOXolLzeO_Jn';
+
 # RFC 7515 appendix A.2: the RSA public key (its JWK as published)
 Presence::JWT::write_jwks('rfc7515-a2.json',
     { kty => 'RSA', e => 'AQAB',
@@ -380,3 +393,22 @@ valid 3
 [Presence::JWT::bearer($main::RsToken), Presence::JWT::bearer($main::RsShort)]
 --- response_body eval
 ["valid 6\n", "invalid \n"]
+
+
+
+=== RFC 7515 A.4 (ES512): the published signature verifies
+# A.4 signs the bytes "Payload", not a JSON object: the token is refused
+# after its signature has held, and a tampered copy before
+--- http_config
+    presence_jwt_algorithms ES512;
+    presence_jwt_key_file $TEST_NGINX_KEYS_DIR/rfc7515-a4.json;
+--- request eval
+["GET /t", "GET /t"]
+--- more_headers eval
+[Presence::JWT::bearer($main::RfcA4),
+ Presence::JWT::bearer(Presence::JWT::tamper($main::RfcA4, 2))]
+--- response_body eval
+["invalid \n", "invalid \n"]
+--- error_log eval
+[qr/presence: invalid token: payload is not a JSON object/,
+ qr/presence: invalid token: signature does not verify/]
