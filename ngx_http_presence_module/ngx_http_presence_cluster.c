@@ -27,8 +27,24 @@
 #define NGX_HTTP_PRESENCE_PULL_OVERLAP  10
 
 
+/* a pull's rows, and the order they are merged in */
+
+typedef struct {
+    int                             row;
+    int64_t                         last_ms;
+} ngx_http_presence_pull_row_t;
+
+
+typedef struct {
+    PGresult                       *res;
+    ngx_http_presence_pull_row_t   *order;       /* NULL: as they came */
+} ngx_http_presence_pull_t;
+
+
 static ngx_int_t ngx_http_presence_cluster_row(void *data, ngx_uint_t i,
     ngx_http_presence_activity_t *act);
+static int ngx_libc_cdecl ngx_http_presence_cluster_oldest(const void *one,
+    const void *two);
 static int64_t ngx_http_presence_cluster_int(u_char *p, size_t len);
 
 
@@ -164,8 +180,9 @@ ngx_int_t
 ngx_http_presence_cluster_pulled(ngx_http_presence_flusher_t *f,
     PGresult *res)
 {
-    int                       n;
-    ngx_http_presence_mark_t  mark;
+    int                        i, n;
+    ngx_http_presence_pull_t   pull;
+    ngx_http_presence_mark_t   mark;
 
     if (res == NULL) {
         return NGX_ERROR;
@@ -185,9 +202,39 @@ ngx_http_presence_cluster_pulled(ngx_http_presence_flusher_t *f,
                                              NGX_HTTP_PRESENCE_PULL_ID);
     }
 
+    /*
+     * merged oldest first, so that of users whose times tie here (another
+     * node's clock ahead of ours) the latest is the most recent still
+     */
+
+    pull.res = res;
+    pull.order = NULL;
+
+    if (n > 1) {
+        pull.order = ngx_alloc(n * sizeof(ngx_http_presence_pull_row_t),
+                               f->pg.log);
+        if (pull.order == NULL) {
+            return NGX_ERROR;
+        }
+
+        for (i = 0; i < n; i++) {
+            pull.order[i].row = i;
+            pull.order[i].last_ms = PQgetisnull(res, i,
+                                                NGX_HTTP_PRESENCE_PULL_LAST)
+                                    ? 0
+                                    : ngx_http_presence_pull_int(res, i,
+                                                NGX_HTTP_PRESENCE_PULL_LAST);
+        }
+
+        ngx_qsort(pull.order, n, sizeof(ngx_http_presence_pull_row_t),
+                  ngx_http_presence_cluster_oldest);
+    }
+
     ngx_http_presence_store_merge(f->zone, f->pmcf->session_timeout,
-                                  ngx_http_presence_cluster_row, res,
+                                  ngx_http_presence_cluster_row, &pull,
                                   (ngx_uint_t) n, &mark, f->pg.log);
+
+    ngx_free(pull.order);
 
     /* a full page: the next pull continues exactly where this one ended */
 
@@ -203,11 +250,18 @@ static ngx_int_t
 ngx_http_presence_cluster_row(void *data, ngx_uint_t i,
     ngx_http_presence_activity_t *act)
 {
-    PGresult *res = data;
+    ngx_http_presence_pull_t *pull = data;
 
     u_char     *v;
+    PGresult   *res;
     ngx_int_t   n;
     ngx_uint_t  k;
+
+    res = pull->res;
+
+    if (pull->order) {
+        i = pull->order[i].row;
+    }
 
     if (PQgetlength(res, i, NGX_HTTP_PRESENCE_PULL_TOKEN)
         != NGX_HTTP_PRESENCE_ID_HEX_LEN
@@ -286,4 +340,18 @@ ngx_http_presence_cluster_int(u_char *p, size_t len)
     }
 
     return ngx_atoof(p, len);
+}
+
+
+static int ngx_libc_cdecl
+ngx_http_presence_cluster_oldest(const void *one, const void *two)
+{
+    const ngx_http_presence_pull_row_t  *a = one;
+    const ngx_http_presence_pull_row_t  *b = two;
+
+    if (a->last_ms != b->last_ms) {
+        return (a->last_ms > b->last_ms) - (a->last_ms < b->last_ms);
+    }
+
+    return (a->row > b->row) - (a->row < b->row);
 }

@@ -318,13 +318,13 @@ static void ngx_http_presence_lru_head(ngx_http_presence_shm_t *sh,
     uint32_t i);
 static void ngx_http_presence_lru_unlink(ngx_http_presence_shm_t *sh,
     uint32_t i);
-static void ngx_http_presence_q_place(ngx_http_presence_shm_t *sh,
+static void ngx_http_presence_q_place(ngx_http_presence_zone_t *zone,
     uint32_t i);
 static void ngx_http_presence_q_unlink(ngx_http_presence_shm_t *sh,
     uint32_t i);
 static uint32_t ngx_http_presence_slot_first(ngx_http_presence_shm_t *sh,
     int64_t t);
-static uint32_t ngx_http_presence_q_find(ngx_http_presence_shm_t *sh,
+static uint32_t ngx_http_presence_q_find(ngx_http_presence_zone_t *zone,
     int64_t t);
 static uint32_t ngx_http_presence_q_rank(ngx_http_presence_zone_t *zone,
     ngx_uint_t rank, time_t seconds, ngx_uint_t *skip);
@@ -1305,7 +1305,7 @@ ngx_http_presence_insert(ngx_http_presence_zone_t *zone,
         user->last_ms = now_ms;
 
         ngx_http_presence_bit_move(sh, sh->users_bit, -1, now_ms / 1000);
-        ngx_http_presence_q_place(sh, u);
+        ngx_http_presence_q_place(zone, u);
 
     } else {
         u = user - sh->users;
@@ -1393,7 +1393,7 @@ ngx_http_presence_user_active(ngx_http_presence_zone_t *zone,
 
         ngx_http_presence_q_unlink(sh, user - sh->users);
         user->last_ms = now_ms;
-        ngx_http_presence_q_place(sh, user - sh->users);
+        ngx_http_presence_q_place(zone, user - sh->users);
 
     } else if (now_ms > user->last_ms) {
         user->last_ms = now_ms;
@@ -1790,18 +1790,20 @@ ngx_http_presence_slot_first(ngx_http_presence_shm_t *sh, int64_t t)
  */
 
 static void
-ngx_http_presence_q_place(ngx_http_presence_shm_t *sh, uint32_t i)
+ngx_http_presence_q_place(ngx_http_presence_zone_t *zone, uint32_t i)
 {
-    int64_t   t;
-    uint32_t  next, prev, first;
+    int64_t                   t;
+    uint32_t                  next, prev, first;
+    ngx_http_presence_shm_t  *sh;
 
+    sh = zone->sh;
     t = ngx_http_presence_second(sh, i);
     next = sh->q_head;
 
     if (next != NGX_HTTP_PRESENCE_NIL
         && ngx_http_presence_second(sh, next) > t)
     {
-        next = ngx_http_presence_q_find(sh, t);
+        next = ngx_http_presence_q_find(zone, t);
     }
 
     prev = (next == NGX_HTTP_PRESENCE_NIL) ? sh->q_tail
@@ -1835,26 +1837,46 @@ ngx_http_presence_q_place(ngx_http_presence_shm_t *sh, uint32_t i)
 
 
 /*
- * The first user whose latest second is not later than t: found from t's
- * slot, else from the next slot back that has users, else from the tail
- * (users older than a day).  Every walk checks for the end of the queue.
+ * The first user whose latest second is not later than t: the latest
+ * second at or before t that has users, found by a binary search through
+ * the counting tree, then its slot's first user and a walk within the
+ * slot; without one in the window, among the users a day old at the
+ * tail.  Every walk checks for the end of the queue.
  */
 
 static uint32_t
-ngx_http_presence_q_find(ngx_http_presence_shm_t *sh, int64_t t)
+ngx_http_presence_q_find(ngx_http_presence_zone_t *zone, int64_t t)
 {
-    int64_t   s;
-    uint32_t  j;
+    int64_t                   lo, hi, mid;
+    uint32_t                  j;
+    ngx_uint_t                later;
+    ngx_http_presence_shm_t  *sh;
 
-    for (s = t; s > sh->clock - NGX_HTTP_PRESENCE_DAY; s -= sh->slot_step) {
+    sh = zone->sh;
 
-        j = ngx_http_presence_slot_first(sh, s);
+    /* users in (t, clock]; t is before the head's second, so before now */
 
-        if (j == NGX_HTTP_PRESENCE_NIL) {
-            continue;
+    later = ngx_http_presence_count(zone, sh->clock - t, 0);
+
+    if (ngx_http_presence_count(zone, NGX_HTTP_PRESENCE_DAY, 0) > later) {
+
+        lo = sh->clock - NGX_HTTP_PRESENCE_DAY + 1;
+        hi = t;
+
+        while (lo < hi) {
+            mid = hi - (hi - lo) / 2;
+
+            if (ngx_http_presence_count(zone, sh->clock - mid + 1, 0)
+                > later)
+            {
+                lo = mid;
+
+            } else {
+                hi = mid - 1;
+            }
         }
 
-        /* within the slot, past what is later than t */
+        j = ngx_http_presence_slot_first(sh, lo);
 
         while (j != NGX_HTTP_PRESENCE_NIL
                && ngx_http_presence_second(sh, j) > t)

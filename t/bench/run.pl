@@ -133,7 +133,7 @@ sub wrk {
     my ($rps) = $res =~ /Requests\/sec:\s+([\d.]+)/;
     my ($p99) = $res =~ /^\s+99%\s+([\d.]+\w+)/m;
     my ($errors) = $res =~ /Non-2xx or 3xx responses: (\d+)/;
-    die "wrk failed on $url:\n$res" unless $rps;
+    die "wrk failed on $url:\n$res" unless $rps && $rps > 0;
     return { rps => $rps, p99 => ms($p99), non2xx => $errors // 0 };
 }
 
