@@ -1093,12 +1093,18 @@ ngx_http_presence_sample_peak(ngx_http_presence_zone_t *zone, time_t online)
 }
 
 
+/*
+ * A session's bucket: a hash of the whole id, not its first bytes, since
+ * ids pulled from another writer need not be SHA-256 (zero-padded ones
+ * would all share one chain)
+ */
+
 static uint32_t
 ngx_http_presence_session_bucket(ngx_http_presence_shm_t *sh, u_char *id)
 {
     uint32_t  h;
 
-    ngx_memcpy(&h, id, sizeof(uint32_t));
+    h = ngx_murmur_hash2(id, NGX_HTTP_PRESENCE_ID_LEN);
 
     return (uint32_t) (((uint64_t) h * sh->nsessions) >> 32);
 }
@@ -1841,7 +1847,8 @@ ngx_http_presence_q_place(ngx_http_presence_zone_t *zone, uint32_t i)
  * second at or before t that has users, found by a binary search through
  * the counting tree, then its slot's first user and a walk within the
  * slot; without one in the window, among the users a day old at the
- * tail.  Every walk checks for the end of the queue.
+ * tail.  Every walk checks for the end of the queue.  The user being
+ * placed is in the counting tree already (at t), not yet in the queue.
  */
 
 static uint32_t
@@ -1854,9 +1861,12 @@ ngx_http_presence_q_find(ngx_http_presence_zone_t *zone, int64_t t)
 
     sh = zone->sh;
 
-    /* users in (t, clock]; t is before the head's second, so before now */
+    /*
+     * users in (t, clock]; t is before the head's second, so before now;
+     * the user being placed is counted already, at t: one more
+     */
 
-    later = ngx_http_presence_count(zone, sh->clock - t, 0);
+    later = ngx_http_presence_count(zone, sh->clock - t, 0) + 1;
 
     if (ngx_http_presence_count(zone, NGX_HTTP_PRESENCE_DAY, 0) > later) {
 

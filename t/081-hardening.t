@@ -258,7 +258,9 @@ for my $size ('4m', '16m') {
 
 # one transaction of 25 000 rows, more than a pull's page, all of them with
 # the same updated_at: every row is pulled (the next page starts after the
-# last row's (updated_at, id), not after its updated_at)
+# last row's (updated_at, id), not after its updated_at); their times, one
+# second apart and older than the 3 000 before, put the second page's
+# users behind everyone: each is placed through the counting tree
 
 pg_query(q{INSERT INTO users (id, username)
            SELECT 10000 + g, 'user' || (10000 + g)
@@ -266,7 +268,10 @@ pg_query(q{INSERT INTO users (id, username)
 pg_query(q{INSERT INTO user_sessions (user_id, session_token, created_at,
                last_activity, is_active, node, updated_at)
            SELECT 10000 + g, lpad(to_hex(200000 + g), 64, '0'),
-                  now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC',
+                  (now() AT TIME ZONE 'UTC')
+                  - make_interval(secs => 5000 + g),
+                  (now() AT TIME ZONE 'UTC')
+                  - make_interval(secs => 5000 + g),
                   true, 'other', now() AT TIME ZONE 'UTC'
              FROM generate_series(1, 25000) g});
 
@@ -282,10 +287,22 @@ is($buckets, int($capacity / 4),
    "$buckets User-Agent buckets for $capacity sessions");
 
 ok(wait_until(sub {
-       my (undef, $b) = $n->get('/api/v1/online/count?threshold_minutes=60',
+       my (undef, $b) = $n->get('/api/v1/online/count?threshold_minutes=1440',
                                 tok(1));
        $b =~ /"online_count":28000\b/ }, 15),
    'all 25 000 rows of one transaction are pulled, with the 3 000 before');
+
+my @wrong;
+for my $offset (0, 2990, 3000, 16990, 17000, 20000, 27950) {
+    my (undef, $b) = $n->get('/api/v1/online/users?threshold_minutes=1440'
+                             . "&limit=50&offset=$offset", tok(1));
+    my $j = eval { JSON::PP->new->utf8->decode($b) };
+    my @got = map { $_->{user_id} } @{ $j ? $j->{online_users} : [] };
+    my @want = map { $_ < 3000 ? 1001 + $_ : 10001 + $_ - 3000 }
+               $offset .. $offset + 49;
+    push @wrong, "offset $offset: @got[0 .. 2] ..." unless "@got" eq "@want";
+}
+is("@wrong", '', 'and listed in their order across both pages');
 
 $n->stop;
 
