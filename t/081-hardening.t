@@ -219,17 +219,26 @@ $n->stop;
 # with their own times, one second apart over 50 minutes, are listed in
 # that order at every offset (zones of 10-second and 1-second slots)
 
+# users $base + 1 .. $base + $count, in one transaction (one updated_at),
+# active $age + 1 .. $age + $count seconds ago, written by node "other"
+sub seed {
+    my ($base, $count, $age) = @_;
+    pg_query(qq{INSERT INTO users (id, username)
+                SELECT $base + g, 'user' || ($base + g)
+                  FROM generate_series(1, $count) g});
+    pg_query(qq{INSERT INTO user_sessions (user_id, session_token,
+                    created_at, last_activity, is_active, node, updated_at)
+                SELECT $base + g, lpad(to_hex(100 * $base + g), 64, '0'),
+                       (now() AT TIME ZONE 'UTC')
+                       - make_interval(secs => $age + g),
+                       (now() AT TIME ZONE 'UTC')
+                       - make_interval(secs => $age + g),
+                       true, 'other', now() AT TIME ZONE 'UTC'
+                  FROM generate_series(1, $count) g});
+}
+
 pg_query('TRUNCATE user_sessions');
-pg_query(q{INSERT INTO users (id, username)
-           SELECT 1000 + g, 'user' || (1000 + g)
-             FROM generate_series(1, 3000) g});
-pg_query(q{INSERT INTO user_sessions (user_id, session_token, created_at,
-               last_activity, is_active, node, updated_at)
-           SELECT 1000 + g, lpad(to_hex(100000 + g), 64, '0'),
-                  (now() AT TIME ZONE 'UTC') - make_interval(secs => g),
-                  (now() AT TIME ZONE 'UTC') - make_interval(secs => g),
-                  true, 'other', now() AT TIME ZONE 'UTC'
-             FROM generate_series(1, 3000) g});
+seed(1000, 3000, 0);
 
 for my $size ('4m', '16m') {
     $n = node($size);
@@ -262,18 +271,7 @@ for my $size ('4m', '16m') {
 # second apart and older than the 3 000 before, put the second page's
 # users behind everyone: each is placed through the counting tree
 
-pg_query(q{INSERT INTO users (id, username)
-           SELECT 10000 + g, 'user' || (10000 + g)
-             FROM generate_series(1, 25000) g});
-pg_query(q{INSERT INTO user_sessions (user_id, session_token, created_at,
-               last_activity, is_active, node, updated_at)
-           SELECT 10000 + g, lpad(to_hex(200000 + g), 64, '0'),
-                  (now() AT TIME ZONE 'UTC')
-                  - make_interval(secs => 5000 + g),
-                  (now() AT TIME ZONE 'UTC')
-                  - make_interval(secs => 5000 + g),
-                  true, 'other', now() AT TIME ZONE 'UTC'
-             FROM generate_series(1, 25000) g});
+seed(10000, 25000, 5000);
 
 $n = node('16m', "location = /metrics { presence_metrics; }");
 
