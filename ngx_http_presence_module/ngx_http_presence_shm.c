@@ -326,6 +326,8 @@ static uint32_t ngx_http_presence_slot_first(ngx_http_presence_shm_t *sh,
     int64_t t);
 static uint32_t ngx_http_presence_q_find(ngx_http_presence_zone_t *zone,
     int64_t t);
+static int64_t ngx_http_presence_latest(ngx_http_presence_zone_t *zone,
+    int64_t lo, int64_t hi, ngx_uint_t n);
 static uint32_t ngx_http_presence_q_rank(ngx_http_presence_zone_t *zone,
     ngx_uint_t rank, time_t seconds, ngx_uint_t *skip);
 static uint32_t ngx_http_presence_q_seek(ngx_http_presence_zone_t *zone,
@@ -1843,6 +1845,33 @@ ngx_http_presence_q_place(ngx_http_presence_zone_t *zone, uint32_t i)
 
 
 /*
+ * The latest second s in [lo, hi] with more than n users active in
+ * [s, clock]: a binary search through the counting tree (the count is
+ * more than n at lo, as the callers know)
+ */
+
+static int64_t
+ngx_http_presence_latest(ngx_http_presence_zone_t *zone, int64_t lo,
+    int64_t hi, ngx_uint_t n)
+{
+    int64_t  mid;
+
+    while (lo < hi) {
+        mid = hi - (hi - lo) / 2;
+
+        if (ngx_http_presence_count(zone, zone->sh->clock - mid + 1, 0) > n) {
+            lo = mid;
+
+        } else {
+            hi = mid - 1;
+        }
+    }
+
+    return lo;
+}
+
+
+/*
  * The first user whose latest second is not later than t: the latest
  * second at or before t that has users, found by a binary search through
  * the counting tree, then its slot's first user and a walk within the
@@ -1854,7 +1883,7 @@ ngx_http_presence_q_place(ngx_http_presence_zone_t *zone, uint32_t i)
 static uint32_t
 ngx_http_presence_q_find(ngx_http_presence_zone_t *zone, int64_t t)
 {
-    int64_t                   lo, hi, mid;
+    int64_t                   lo;
     uint32_t                  j;
     ngx_uint_t                later;
     ngx_http_presence_shm_t  *sh;
@@ -1870,21 +1899,9 @@ ngx_http_presence_q_find(ngx_http_presence_zone_t *zone, int64_t t)
 
     if (ngx_http_presence_count(zone, NGX_HTTP_PRESENCE_DAY, 0) > later) {
 
-        lo = sh->clock - NGX_HTTP_PRESENCE_DAY + 1;
-        hi = t;
-
-        while (lo < hi) {
-            mid = hi - (hi - lo) / 2;
-
-            if (ngx_http_presence_count(zone, sh->clock - mid + 1, 0)
-                > later)
-            {
-                lo = mid;
-
-            } else {
-                hi = mid - 1;
-            }
-        }
+        lo = ngx_http_presence_latest(zone,
+                                      sh->clock - NGX_HTTP_PRESENCE_DAY + 1,
+                                      t, later);
 
         j = ngx_http_presence_slot_first(sh, lo);
 
@@ -1956,39 +1973,24 @@ ngx_http_presence_q_unlink(ngx_http_presence_shm_t *sh, uint32_t i)
 
 /*
  * Where the user at "rank" (0: the most recent) among those within the
- * last "seconds" is: the second it is in, found by a binary search
- * through the counting tree; the first user of that second's slot; and
- * how many users to step over from there (those of the slot later than
- * that second, then the rank within it).
+ * last "seconds" is: the latest second with more than "rank" users from
+ * it to now; the first user of that second's slot; and how many users to
+ * step over from there (those of the slot later than that second, then
+ * the rank within it).
  */
 
 static uint32_t
 ngx_http_presence_q_rank(ngx_http_presence_zone_t *zone, ngx_uint_t rank,
     time_t seconds, ngx_uint_t *skip)
 {
-    int64_t                   lo, hi, mid, t, end;
+    int64_t                   t, end;
     ngx_uint_t                later, slot_later;
     ngx_http_presence_shm_t  *sh;
 
     sh = zone->sh;
 
-    /* the latest second t with more than "rank" users in [t, clock] */
-
-    lo = sh->clock - seconds + 1;
-    hi = sh->clock;
-
-    while (lo < hi) {
-        mid = hi - (hi - lo) / 2;
-
-        if (ngx_http_presence_count(zone, sh->clock - mid + 1, 0) > rank) {
-            lo = mid;
-
-        } else {
-            hi = mid - 1;
-        }
-    }
-
-    t = lo;
+    t = ngx_http_presence_latest(zone, sh->clock - seconds + 1, sh->clock,
+                                 rank);
     later = (t < sh->clock) ? ngx_http_presence_count(zone, sh->clock - t, 0)
                             : 0;
 
