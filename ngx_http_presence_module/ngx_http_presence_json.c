@@ -16,12 +16,11 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include "ngx_http_presence_module.h"
 #include "ngx_http_presence_json.h"
 
 
 #define NGX_HTTP_PRESENCE_JSON_CHUNK  4096
-
-#define NGX_HTTP_PRESENCE_JSON_DAY    86400
 
 /* 0001-01-01T00:00:00 and 9999-12-31T23:59:59.999, as Python allows */
 #define NGX_HTTP_PRESENCE_JSON_MS_MIN  (-62135596800000LL)
@@ -216,9 +215,9 @@ ngx_http_presence_json_time(ngx_http_presence_json_t *w, int64_t ms)
     m = (ngx_uint_t) (ms - sec * 1000);
 
     if (sec != cached) {
-        days = sec / NGX_HTTP_PRESENCE_JSON_DAY
-               - (sec % NGX_HTTP_PRESENCE_JSON_DAY < 0);
-        rem = sec - days * NGX_HTTP_PRESENCE_JSON_DAY;
+        days = sec / NGX_HTTP_PRESENCE_DAY
+               - (sec % NGX_HTTP_PRESENCE_DAY < 0);
+        rem = sec - days * NGX_HTTP_PRESENCE_DAY;
 
         ngx_http_presence_json_date(date, days, rem);
         cached = sec;
@@ -260,7 +259,8 @@ ngx_http_presence_json_date(u_char *date, int64_t days, int64_t rem)
     y = yoe + era * 400 + (mo <= 2);
 
     (void) ngx_sprintf(date, "\"%04L-%02L-%02LT%02L:%02L:%02L",
-                       y, mo, d, rem / 3600, rem / 60 % 60, rem % 60);
+                       y, mo, d, rem / NGX_HTTP_PRESENCE_HOUR,
+                       rem / 60 % 60, rem % 60);
 }
 
 
