@@ -8,7 +8,7 @@ use warnings;
 use lib 't/lib';
 use Presence::JWT;
 use Presence::Nginx;
-use Presence::PG qw(pg_query pg_value pg_rows);
+use Presence::PG qw(pg_query pg_value pg_rows pg_lock);
 use Test::More;
 use Time::HiRes qw(sleep time);
 
@@ -131,13 +131,7 @@ like($n->log, qr/PostgreSQL connection failed: .*retrying in \d+ ms/,
 # ---------------------------------------------------------------------
 # a flush blocked by a table lock does not slow requests
 
-my $locker = fork // die;
-if ($locker == 0) {
-    exec 'psql', '-XqAt', '-d', $dsn, '-c',
-         'BEGIN; LOCK TABLE user_sessions IN ACCESS EXCLUSIVE MODE; '
-         . 'SELECT pg_sleep(3); COMMIT;';
-    exit 127;
-}
+my $locker = pg_lock('user_sessions', 3);
 sleep 0.5;
 my $worst = 0;
 for my $i (1 .. 20) {

@@ -8,7 +8,7 @@ use warnings;
 use lib 't/lib';
 use Presence::JWT;
 use Presence::Nginx;
-use Presence::PG qw(pg_query pg_value);
+use Presence::PG qw(pg_query pg_value pg_lock);
 use Test::More;
 use Time::HiRes qw(sleep time);
 
@@ -123,12 +123,7 @@ $n->get('/app/x', tok(1));
 ok(wait_until(sub { pg_value('SELECT count(*) FROM user_sessions') == 1 }),
    'user 1 written');
 
-my $locker = fork // die;
-if ($locker == 0) {
-    exec 'psql', '-XqAt', '-d', $dsn, '-c',
-         'BEGIN; LOCK TABLE user_sessions IN ACCESS EXCLUSIVE MODE; '
-         . 'SELECT pg_sleep(2); COMMIT;';
-}
+my $locker = pg_lock('user_sessions', 2);
 sleep 0.3;
 
 $n->get('/app/x', tok(1));

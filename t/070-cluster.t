@@ -19,11 +19,7 @@ pg_query(q{INSERT INTO users (id, username, display_name)
            SELECT g, 'user' || g, 'User ' || g
              FROM generate_series(1, 3000) g});
 
-my $faketime = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
-
-# under AddressSanitizer its runtime must be preloaded first
-my ($asan) = `ldd $ENV{TEST_NGINX_BINARY} 2>/dev/null` =~ m{(/\S+/libasan\.so\S*)};
-$faketime = "$asan:$faketime" if $asan;
+my $faketime = Presence::Nginx::faketime();
 
 sub node {
     my ($name, %env) = @_;
@@ -60,7 +56,7 @@ sub eventually {
 }
 
 my $a = node('A');
-my $b = node('B', -e (split /:/, $faketime)[-1] ? (LD_PRELOAD => $faketime,
+my $b = node('B', $faketime ? (LD_PRELOAD => $faketime,
                                   FAKETIME => '-4s',
                                   DONT_FAKE_MONOTONIC => 1) : ());
 

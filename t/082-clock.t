@@ -18,12 +18,8 @@ use POSIX ();
 my $dsn = $ENV{TEST_NGINX_PG_DSN}
     or plan skip_all => 'TEST_NGINX_PG_DSN is not set (run "make test")';
 
-my $faketime = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
-plan skip_all => 'libfaketime is not installed' unless -e $faketime;
-
-# under AddressSanitizer its runtime must be preloaded first
-my ($asan) = `ldd $ENV{TEST_NGINX_BINARY} 2>/dev/null` =~ m{(/\S+/libasan\.so\S*)};
-$faketime = "$asan:$faketime" if $asan;
+my $faketime = Presence::Nginx::faketime()
+    or plan skip_all => 'libfaketime is not installed';
 
 *wait_until = \&Presence::Nginx::wait_until;
 

@@ -27,6 +27,16 @@ sub wait_until {
     return $what->();
 }
 
+# libfaketime's library to preload into nginx ('' when it is not
+# installed); under AddressSanitizer its runtime must be preloaded first
+sub faketime {
+    my $lib = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
+    return '' unless -e $lib;
+    my ($asan) = `ldd $ENV{TEST_NGINX_BINARY} 2>/dev/null`
+                 =~ m{(/\S+/libasan\.so\S*)};
+    return $asan ? "$asan:$lib" : $lib;
+}
+
 sub free_port {
     my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
                                   LocalPort => 0) or die $!;

@@ -8,7 +8,7 @@ use warnings;
 
 use Exporter 'import';
 
-our @EXPORT_OK = qw(pg_dsn pg_query pg_rows pg_file pg_value);
+our @EXPORT_OK = qw(pg_dsn pg_query pg_rows pg_file pg_value pg_lock);
 
 sub pg_dsn {
     my $dsn = $ENV{TEST_NGINX_PG_DSN};
@@ -52,5 +52,19 @@ sub pg_value {
 }
 
 sub pg_file { run_psql('-f', shift) }
+
+# a psql in the background holding TABLE in ACCESS EXCLUSIVE mode for
+# SECONDS; its pid, to waitpid for
+sub pg_lock {
+    my ($table, $seconds) = @_;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        exec 'psql', '-XqAt', '-d', pg_dsn(), '-c',
+             "BEGIN; LOCK TABLE $table IN ACCESS EXCLUSIVE MODE; "
+             . "SELECT pg_sleep($seconds); COMMIT;";
+        exit 127;
+    }
+    return $pid;
+}
 
 1;
