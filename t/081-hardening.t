@@ -265,6 +265,23 @@ for my $size ('4m', '16m') {
     $n->stop;
 }
 
+# 3 000 users within one second (as after a burst of logins): a deep page
+# steps over more than 1 024 of them, letting the lock go between; every
+# user is on exactly one page
+
+pg_query(q{INSERT INTO users (id, username)
+           SELECT 40000 + g, 'user' || (40000 + g)
+             FROM generate_series(1, 3000) g});
+pg_query(q{INSERT INTO user_sessions (user_id, session_token, created_at,
+               last_activity, is_active, node, updated_at)
+           SELECT 40000 + g, lpad(to_hex(4000000 + g), 64, '0'),
+                  date_trunc('second', now() AT TIME ZONE 'UTC')
+                  - interval '9 hours' + make_interval(secs => g / 4000.0),
+                  date_trunc('second', now() AT TIME ZONE 'UTC')
+                  - interval '9 hours' + make_interval(secs => g / 4000.0),
+                  true, 'other', now() AT TIME ZONE 'UTC'
+             FROM generate_series(1, 3000) g});
+
 # one transaction of 25 000 rows, more than a pull's page, all of them with
 # the same updated_at: every row is pulled (the next page starts after the
 # last row's (updated_at, id), not after its updated_at); their times, one
@@ -287,8 +304,8 @@ is($buckets, int($capacity / 4),
 ok(wait_until(sub {
        my (undef, $b) = $n->get('/api/v1/online/count?threshold_minutes=1440',
                                 tok(1));
-       $b =~ /"online_count":28000\b/ }, 15),
-   'all 25 000 rows of one transaction are pulled, with the 3 000 before');
+       $b =~ /"online_count":31000\b/ }, 15),
+   'all 25 000 rows of one transaction are pulled, with the 6 000 before');
 
 my @wrong;
 for my $offset (0, 2990, 3000, 16990, 17000, 20000, 27950) {
@@ -301,6 +318,20 @@ for my $offset (0, 2990, 3000, 16990, 17000, 20000, 27950) {
     push @wrong, "offset $offset: @got[0 .. 2] ..." unless "@got" eq "@want";
 }
 is("@wrong", '', 'and listed in their order across both pages');
+
+# the 3 000 of one second come after all of those (nine hours ago)
+
+my %listed;
+for (my $offset = 28000; $offset < 31000; $offset += 50) {
+    my (undef, $b) = $n->get('/api/v1/online/users?threshold_minutes=1440'
+                             . "&limit=50&offset=$offset", tok(1));
+    my $j = eval { JSON::PP->new->utf8->decode($b) } or next;
+    $listed{ $_->{user_id} }++ for @{ $j->{online_users} };
+}
+my @twice = grep { $listed{$_} != 1 } keys %listed;
+is(scalar(grep { $_ > 40000 && $_ <= 43000 } keys %listed), 3000,
+   'every one of 3 000 users of one second is listed, pages deep in it');
+is("@twice", '', 'each once');
 
 $n->stop;
 
