@@ -62,6 +62,8 @@ static ngx_int_t ngx_http_presence_api_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_presence_api_route(ngx_http_request_t *r);
 static ngx_int_t ngx_http_presence_api_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *detail);
+static ngx_int_t ngx_http_presence_api_unauthorized(ngx_http_request_t *r,
+    const char *detail);
 static ngx_int_t ngx_http_presence_api_send(ngx_http_request_t *r,
     ngx_uint_t status, ngx_http_presence_json_t *w);
 static ngx_uint_t ngx_http_presence_api_args(ngx_http_request_t *r,
@@ -230,24 +232,32 @@ ngx_http_presence_api_handler(ngx_http_request_t *r)
     }
 
     if (ctx->status != NGX_HTTP_PRESENCE_JWT_VALID) {
-        r->headers_out.www_authenticate =
-                                  ngx_list_push(&r->headers_out.headers);
-        if (r->headers_out.www_authenticate == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        r->headers_out.www_authenticate->hash = 1;
-        ngx_str_set(&r->headers_out.www_authenticate->key,
-                    "WWW-Authenticate");
-        ngx_str_set(&r->headers_out.www_authenticate->value, "Bearer");
-
-        return ngx_http_presence_api_error(r, NGX_HTTP_UNAUTHORIZED,
+        return ngx_http_presence_api_unauthorized(r,
                    ctx->status == NGX_HTTP_PRESENCE_JWT_MISSING
                    ? "Not authenticated" : "Could not validate credentials");
     }
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_presence_module);
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_presence_module);
     zone = pmcf->shm_zone->data;
+
+    /*
+     * a caller who is not a user any more, as the profile loader last read
+     * "users": the backend's answer; one not read yet is answered
+     */
+
+    if (plcf->require_user) {
+        switch (ngx_http_presence_store_user(zone, ctx->user_id,
+                                             r->connection->log))
+        {
+        case NGX_HTTP_PRESENCE_USER_MISSING:
+        case NGX_HTTP_PRESENCE_USER_INACTIVE:
+            return ngx_http_presence_api_unauthorized(r,
+                                            "Could not validate credentials");
+        default:
+            break;
+        }
+    }
 
     switch (ep) {
 
@@ -268,8 +278,6 @@ ngx_http_presence_api_handler(ngx_http_request_t *r)
 
     default: /* NGX_HTTP_PRESENCE_API_CLEANUP */
 
-        plcf = ngx_http_get_module_loc_conf(r, ngx_http_presence_module);
-
         if (plcf->admin_check >= 0
             && !(ctx->matched & (1u << plcf->admin_check)))
         {
@@ -279,6 +287,29 @@ ngx_http_presence_api_handler(ngx_http_request_t *r)
 
         return ngx_http_presence_api_cleanup(r, zone, pmcf);
     }
+}
+
+
+/* 401 with "WWW-Authenticate: Bearer", as FastAPI's OAuth2 scheme */
+
+static ngx_int_t
+ngx_http_presence_api_unauthorized(ngx_http_request_t *r,
+    const char *detail)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "WWW-Authenticate");
+    ngx_str_set(&h->value, "Bearer");
+
+    r->headers_out.www_authenticate = h;
+
+    return ngx_http_presence_api_error(r, NGX_HTTP_UNAUTHORIZED, detail);
 }
 
 
@@ -758,6 +789,22 @@ ngx_http_presence_api_stats(ngx_http_request_t *r,
 
     ngx_http_presence_json_lit(&w, ",\"peak_users_today\":");
     ngx_http_presence_json_int(&w, c.peak);
+
+    /* answers are partial until the warm start from PostgreSQL is over */
+
+    if (pmcf->pg_conninfo.data) {
+        if (c.warm_done) {
+            ngx_http_presence_json_lit(&w, ",\"warm\":{\"done\":true");
+
+        } else {
+            ngx_http_presence_json_lit(&w, ",\"warm\":{\"done\":false");
+        }
+
+        ngx_http_presence_json_lit(&w, ",\"loaded\":");
+        ngx_http_presence_json_int(&w, c.warm_loaded);
+        ngx_http_presence_json_lit(&w, "}");
+    }
+
     ngx_http_presence_json_lit(&w, ",\"status\":\"success\"}");
 
     return ngx_http_presence_api_send(r, NGX_HTTP_OK, &w);

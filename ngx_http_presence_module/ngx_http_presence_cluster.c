@@ -5,10 +5,15 @@
 
 
 /*
- * presence_cluster: the flusher's pull step.  Other nodes' rows that
- * changed since the watermark are merged into the zone as remote activity
- * (never written back); a row made inactive elsewhere is forgotten unless
- * ours is newer.
+ * The flusher's steps that read sessions back from PostgreSQL, merged into
+ * the zone as remote activity (never written back):
+ *
+ *   warm  a new zone (start, restart, resize, reset) is filled with the
+ *         sessions active within the "recent" threshold, every writer's,
+ *         most recent first, page by page, until the zone is full;
+ *   pull  with presence_cluster, the rows other writers changed since the
+ *         watermark; a row made inactive elsewhere is forgotten unless ours
+ *         is newer.
  */
 
 
@@ -20,7 +25,7 @@
 #include "ngx_http_presence_args.h"
 
 
-/* rows of one pull; a full page is followed by another at once */
+/* rows of one pull or warm-start page; a full page is followed at once */
 #define NGX_HTTP_PRESENCE_PULL_PAGE     20000
 
 /* seconds of overlap: transactions that committed after later ones */
@@ -46,6 +51,8 @@ static ngx_int_t ngx_http_presence_cluster_row(void *data, ngx_uint_t i,
 static int ngx_libc_cdecl ngx_http_presence_cluster_oldest(const void *one,
     const void *two);
 static int64_t ngx_http_presence_cluster_int(u_char *p, size_t len);
+static void ngx_http_presence_cluster_mark(PGresult *res, int n,
+    ngx_http_presence_mark_t *mark);
 
 
 enum {
@@ -72,8 +79,17 @@ enum {
     NGX_HTTP_PRESENCE_PULL_LAST,            /* ms */
     NGX_HTTP_PRESENCE_PULL_EXPIRES,         /* s */
     NGX_HTTP_PRESENCE_PULL_ACTIVE,
-    NGX_HTTP_PRESENCE_PULL_UPDATED,         /* us */
-    NGX_HTTP_PRESENCE_PULL_ID
+    NGX_HTTP_PRESENCE_PULL_UPDATED,         /* us; warm: last_activity */
+    NGX_HTTP_PRESENCE_PULL_ID,
+    NGX_HTTP_PRESENCE_PULL_TOTAL            /* warm, first page: all rows */
+};
+
+enum {
+    NGX_HTTP_PRESENCE_WARM_RECENT = 0,      /* $1: seconds */
+    NGX_HTTP_PRESENCE_WARM_TIMEOUT,         /* $2: seconds */
+    NGX_HTTP_PRESENCE_WARM_US,              /* $3: the last row's, us */
+    NGX_HTTP_PRESENCE_WARM_ID,              /* $4: the last row's id */
+    NGX_HTTP_PRESENCE_WARM_NPARAMS
 };
 
 
@@ -90,14 +106,17 @@ enum {
  * their updated_at, and a page may end among them.
  */
 
-#define NGX_HTTP_PRESENCE_PULL_COLUMNS                                        \
+#define NGX_HTTP_PRESENCE_SESSION_COLUMNS                                     \
     "SELECT user_id, session_token, ip_address, user_agent,"                  \
     " CASE WHEN isfinite(created_at)"                                         \
     " THEN (extract(epoch FROM created_at) * 1000)::bigint END,"              \
     " CASE WHEN isfinite(last_activity)"                                      \
     " THEN (extract(epoch FROM last_activity) * 1000)::bigint END,"           \
     " CASE WHEN isfinite(expires_at)"                                         \
-    " THEN extract(epoch FROM expires_at)::bigint END, is_active,"            \
+    " THEN extract(epoch FROM expires_at)::bigint END, is_active,"
+
+#define NGX_HTTP_PRESENCE_PULL_COLUMNS                                        \
+    NGX_HTTP_PRESENCE_SESSION_COLUMNS                                         \
     " (extract(epoch FROM updated_at) * 1000000)::bigint, id"                 \
     " FROM user_sessions WHERE "
 
@@ -121,6 +140,41 @@ static const char  ngx_http_presence_pull_next_sql[] =
     "(updated_at, id) > (to_timestamp($1::bigint / 1000000.0)"
     " AT TIME ZONE 'UTC', $3::bigint)"
     NGX_HTTP_PRESENCE_PULL_END;
+
+
+/*
+ * The warm start: the active sessions of the last "recent" seconds on the
+ * database's clock whose token did not expire beyond the session timeout,
+ * by (last_activity, id) descending; the first page also counts them all.
+ */
+
+#define NGX_HTTP_PRESENCE_WARM_WHERE                                          \
+    " FROM user_sessions WHERE is_active AND isfinite(last_activity)"         \
+    " AND last_activity > (now() AT TIME ZONE 'UTC')"                         \
+    " - make_interval(secs => $1::bigint)"                                    \
+    " AND (expires_at IS NULL OR expires_at > (now() AT TIME ZONE 'UTC')"     \
+    " - make_interval(secs => $2::bigint))"
+
+#define NGX_HTTP_PRESENCE_WARM_END                                            \
+    " ORDER BY last_activity DESC, id DESC"                                   \
+    " LIMIT " ngx_value(NGX_HTTP_PRESENCE_PULL_PAGE)
+
+
+static const char  ngx_http_presence_warm_sql[] =
+    NGX_HTTP_PRESENCE_SESSION_COLUMNS
+    " (extract(epoch FROM last_activity) * 1000000)::bigint, id,"
+    " count(*) OVER ()"
+    NGX_HTTP_PRESENCE_WARM_WHERE
+    NGX_HTTP_PRESENCE_WARM_END;
+
+
+static const char  ngx_http_presence_warm_next_sql[] =
+    NGX_HTTP_PRESENCE_SESSION_COLUMNS
+    " (extract(epoch FROM last_activity) * 1000000)::bigint, id"
+    NGX_HTTP_PRESENCE_WARM_WHERE
+    " AND (last_activity, id) < (to_timestamp($3::bigint / 1000000.0)"
+    " AT TIME ZONE 'UTC', $4::bigint)"
+    NGX_HTTP_PRESENCE_WARM_END;
 
 
 #define ngx_http_presence_pull_value(res, i, col)                             \
@@ -192,15 +246,7 @@ ngx_http_presence_cluster_pulled(ngx_http_presence_flusher_t *f,
 
     /* the last row is the latest: ordered by updated_at, id */
 
-    mark.us = 0;
-    mark.id = 0;
-
-    if (n) {
-        mark.us = ngx_http_presence_pull_int(res, n - 1,
-                                             NGX_HTTP_PRESENCE_PULL_UPDATED);
-        mark.id = ngx_http_presence_pull_int(res, n - 1,
-                                             NGX_HTTP_PRESENCE_PULL_ID);
-    }
+    ngx_http_presence_cluster_mark(res, n, &mark);
 
     /*
      * merged oldest first, so that of users whose times tie here (another
@@ -239,6 +285,106 @@ ngx_http_presence_cluster_pulled(ngx_http_presence_flusher_t *f,
     /* a full page: the next pull continues exactly where this one ended */
 
     f->catchup = (n == NGX_HTTP_PRESENCE_PULL_PAGE);
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_presence_cluster_warm(ngx_http_presence_flusher_t *f)
+{
+    char                      recent[NGX_TIME_T_LEN + 1];
+    char                      timeout[NGX_TIME_T_LEN + 1];
+    char                      us[NGX_INT64_LEN + 1], id[NGX_INT64_LEN + 1];
+    const char               *params[NGX_HTTP_PRESENCE_WARM_NPARAMS];
+    ngx_http_presence_warm_t  warm;
+
+    if (f->exiting) {
+        return NGX_DECLINED;
+    }
+
+    ngx_http_presence_store_warm(f->zone, &warm, 1, f->pg.log);
+
+    if (warm.state == NGX_HTTP_PRESENCE_WARM_DONE) {
+        return NGX_DECLINED;
+    }
+
+    ngx_sprintf((u_char *) recent, "%T%Z",
+                f->pmcf->thresholds[NGX_HTTP_PRESENCE_RECENT]);
+    ngx_sprintf((u_char *) timeout, "%T%Z", f->pmcf->session_timeout);
+
+    params[NGX_HTTP_PRESENCE_WARM_RECENT] = recent;
+    params[NGX_HTTP_PRESENCE_WARM_TIMEOUT] = timeout;
+
+    if (warm.mark.us == 0) {
+        return ngx_http_presence_flush_send(f, "warm",
+                                            ngx_http_presence_warm_sql,
+                                            NGX_HTTP_PRESENCE_WARM_US,
+                                            params);
+    }
+
+    ngx_sprintf((u_char *) us, "%L%Z", warm.mark.us);
+    ngx_sprintf((u_char *) id, "%L%Z", warm.mark.id);
+
+    params[NGX_HTTP_PRESENCE_WARM_US] = us;
+    params[NGX_HTTP_PRESENCE_WARM_ID] = id;
+
+    return ngx_http_presence_flush_send(f, "warm",
+                                        ngx_http_presence_warm_next_sql,
+                                        NGX_HTTP_PRESENCE_WARM_NPARAMS,
+                                        params);
+}
+
+
+/* a page of the warm start: NGX_AGAIN for the next one */
+
+ngx_int_t
+ngx_http_presence_cluster_warmed(ngx_http_presence_flusher_t *f,
+    PGresult *res)
+{
+    int                        n;
+    ngx_int_t                  rc;
+    ngx_http_presence_pull_t   pull;
+    ngx_http_presence_warm_t   warm;
+
+    if (res == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = PQntuples(res);
+
+    ngx_http_presence_cluster_mark(res, n, &warm.mark);
+
+    warm.total = 0;
+
+    if (n && PQnfields(res) > NGX_HTTP_PRESENCE_PULL_TOTAL) {
+        warm.total = ngx_http_presence_pull_int(res, 0,
+                                                NGX_HTTP_PRESENCE_PULL_TOTAL);
+    }
+
+    pull.res = res;
+    pull.order = NULL;
+
+    rc = ngx_http_presence_store_warm_merge(f->zone, f->pmcf->session_timeout,
+                                         ngx_http_presence_cluster_row, &pull,
+                                         (ngx_uint_t) n, &warm,
+                                         n < NGX_HTTP_PRESENCE_PULL_PAGE,
+                                         f->pg.log);
+
+    if (rc == NGX_ERROR) {
+        return NGX_AGAIN;       /* the zone was reset: begin again */
+    }
+
+    if (rc == NGX_OK) {
+        return NGX_AGAIN;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, f->pg.log, 0,
+                  "presence zone \"%V\": warm start loaded %uL of %uL "
+                  "sessions from PostgreSQL in %L ms%s",
+                  f->pg.zone, warm.loaded, warm.total, warm.msec,
+                  warm.loaded < warm.total
+                  ? " (the others did not fit or were not usable)" : "");
 
     return NGX_OK;
 }
@@ -324,6 +470,24 @@ ngx_http_presence_cluster_row(void *data, ngx_uint_t i,
     act->ua_hash = ngx_crc32_short(act->ua, act->ua_len);
 
     return NGX_OK;
+}
+
+
+/* the last row's (updated_at or last_activity, id); zero without rows */
+
+static void
+ngx_http_presence_cluster_mark(PGresult *res, int n,
+    ngx_http_presence_mark_t *mark)
+{
+    mark->us = 0;
+    mark->id = 0;
+
+    if (n) {
+        mark->us = ngx_http_presence_pull_int(res, n - 1,
+                                              NGX_HTTP_PRESENCE_PULL_UPDATED);
+        mark->id = ngx_http_presence_pull_int(res, n - 1,
+                                              NGX_HTTP_PRESENCE_PULL_ID);
+    }
 }
 
 

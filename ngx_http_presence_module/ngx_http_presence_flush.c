@@ -55,8 +55,8 @@ static void ngx_http_presence_flush_done(ngx_http_presence_flusher_t *f);
 
 
 static const char  *ngx_http_presence_flush_phases[] = {
-    "idle", "connect", "peaks", "upsert", "pull", "pull peaks", "profiles",
-    "done"
+    "idle", "connect", "schema", "peaks", "warm", "upsert", "pull",
+    "pull peaks", "profiles", "done"
 };
 
 
@@ -109,7 +109,7 @@ static const char  ngx_http_presence_upsert[] =
     " WHERE s.last_activity < EXCLUDED.last_activity OR NOT s.is_active"
     " RETURNING 1"
     "), gone AS ("
-    " UPDATE user_sessions SET is_active = false,"
+    " UPDATE user_sessions SET is_active = false, node = $7,"
     " updated_at = now() AT TIME ZONE 'UTC'"
     " WHERE $2::int = 1 AND is_active"
     " AND (last_activity < to_timestamp($3::bigint) AT TIME ZONE 'UTC'"
@@ -321,7 +321,7 @@ ngx_http_presence_flush_handler(ngx_event_t *ev)
 
     if (f->pg.state == NGX_HTTP_PRESENCE_PG_IDLE) {
         f->chained = 0;
-        ngx_http_presence_flush_goto(f, NGX_HTTP_PRESENCE_FLUSH_UPSERT);
+        ngx_http_presence_flush_goto(f, NGX_HTTP_PRESENCE_FLUSH_WARM);
     }
 }
 
@@ -344,7 +344,7 @@ ngx_http_presence_flush_ready(ngx_http_presence_pg_t *pg)
                 && ngx_strcmp(enc, "SQL_ASCII") != 0);
 
     ngx_http_presence_store_connected(f->zone, 1, pg->log);
-    ngx_http_presence_flush_goto(f, NGX_HTTP_PRESENCE_FLUSH_PEAKS);
+    ngx_http_presence_flush_goto(f, NGX_HTTP_PRESENCE_FLUSH_SCHEMA);
 }
 
 
@@ -397,9 +397,17 @@ ngx_http_presence_flush_goto(ngx_http_presence_flusher_t *f,
 
         switch (phase) {
 
+        case NGX_HTTP_PRESENCE_FLUSH_SCHEMA:
+            rc = ngx_http_presence_profiles_schema(f);
+            break;
+
         case NGX_HTTP_PRESENCE_FLUSH_PEAKS:
         case NGX_HTTP_PRESENCE_FLUSH_PULL_PEAKS:
             rc = ngx_http_presence_flush_peaks(f);
+            break;
+
+        case NGX_HTTP_PRESENCE_FLUSH_WARM:
+            rc = ngx_http_presence_cluster_warm(f);
             break;
 
         case NGX_HTTP_PRESENCE_FLUSH_UPSERT:
@@ -464,9 +472,15 @@ ngx_http_presence_flush_next(ngx_http_presence_flusher_t *f,
     switch (phase) {
 
     case NGX_HTTP_PRESENCE_FLUSH_CONNECT:
+        return NGX_HTTP_PRESENCE_FLUSH_SCHEMA;
+
+    case NGX_HTTP_PRESENCE_FLUSH_SCHEMA:
         return NGX_HTTP_PRESENCE_FLUSH_PEAKS;
 
     case NGX_HTTP_PRESENCE_FLUSH_PEAKS:
+        return NGX_HTTP_PRESENCE_FLUSH_WARM;
+
+    case NGX_HTTP_PRESENCE_FLUSH_WARM:
         return NGX_HTTP_PRESENCE_FLUSH_UPSERT;
 
     case NGX_HTTP_PRESENCE_FLUSH_UPSERT:
@@ -501,9 +515,17 @@ ngx_http_presence_flush_result(ngx_http_presence_pg_t *pg, PGresult *res)
 
     switch (f->phase) {
 
+    case NGX_HTTP_PRESENCE_FLUSH_SCHEMA:
+        rc = ngx_http_presence_profiles_schema_loaded(f, res);
+        break;
+
     case NGX_HTTP_PRESENCE_FLUSH_PEAKS:
     case NGX_HTTP_PRESENCE_FLUSH_PULL_PEAKS:
         rc = ngx_http_presence_flush_peaks_loaded(f, res);
+        break;
+
+    case NGX_HTTP_PRESENCE_FLUSH_WARM:
+        rc = ngx_http_presence_cluster_warmed(f, res);
         break;
 
     case NGX_HTTP_PRESENCE_FLUSH_UPSERT:

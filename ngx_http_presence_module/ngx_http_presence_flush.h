@@ -9,15 +9,18 @@
  * sessions to PostgreSQL through the connection of ngx_http_presence_pg.c,
  * as an explicit state machine.  Each interval:
  *
- *     idle -> upsert (a batch with deactivation and the hour's peak as
+ *     idle -> warm (a new zone only: pages of the sessions PostgreSQL
+ *             holds as active, until all are loaded)
+ *          -> upsert (a batch with deactivation and the hour's peak as
  *             CTEs: one statement; repeated while the ring holds more)
  *          -> pull -> pull peaks (presence_cluster only)
  *          -> profiles -> idle
  *
- * A new connection goes connect -> peaks -> upsert ...; at worker exit the
- * last batch goes upsert -> done.  ngx_http_presence_flush.c holds the
- * lease, the dispatcher and the upsert; ngx_http_presence_cluster.c and
- * ngx_http_presence_profiles.c one step each.
+ * A new connection goes connect -> schema (the columns of "users") ->
+ * peaks -> warm -> upsert ...; at worker exit the last batch goes upsert
+ * -> done.  ngx_http_presence_flush.c holds the lease, the dispatcher and
+ * the upsert; ngx_http_presence_cluster.c (warm, pull) and
+ * ngx_http_presence_profiles.c (schema, profiles) the other steps.
  */
 
 
@@ -40,7 +43,9 @@
 typedef enum {
     NGX_HTTP_PRESENCE_FLUSH_IDLE = 0,
     NGX_HTTP_PRESENCE_FLUSH_CONNECT,
+    NGX_HTTP_PRESENCE_FLUSH_SCHEMA,
     NGX_HTTP_PRESENCE_FLUSH_PEAKS,
+    NGX_HTTP_PRESENCE_FLUSH_WARM,
     NGX_HTTP_PRESENCE_FLUSH_UPSERT,
     NGX_HTTP_PRESENCE_FLUSH_PULL,
     NGX_HTTP_PRESENCE_FLUSH_PULL_PEAKS,
@@ -75,6 +80,7 @@ struct ngx_http_presence_flusher_s {
     ngx_uint_t                       catchup;    /* the last page was full */
 
     /* profiles */
+    ngx_uint_t                       users_active;  /* the column exists */
     int64_t                          ids[NGX_HTTP_PRESENCE_PROFILE_MAX];
     ngx_uint_t                       nids;
     ngx_http_presence_profile_in_t   profiles[NGX_HTTP_PRESENCE_PROFILE_MAX];
@@ -94,9 +100,15 @@ void ngx_http_presence_flusher_exit(ngx_http_presence_main_conf_t *pmcf);
  * or cannot start (NGX_ERROR); its result handler says NGX_OK (go on),
  * NGX_AGAIN (the same step once more) or NGX_ERROR.
  */
+ngx_int_t ngx_http_presence_cluster_warm(ngx_http_presence_flusher_t *f);
+ngx_int_t ngx_http_presence_cluster_warmed(ngx_http_presence_flusher_t *f,
+    PGresult *res);
 ngx_int_t ngx_http_presence_cluster_pull(ngx_http_presence_flusher_t *f);
 ngx_int_t ngx_http_presence_cluster_pulled(ngx_http_presence_flusher_t *f,
     PGresult *res);
+ngx_int_t ngx_http_presence_profiles_schema(ngx_http_presence_flusher_t *f);
+ngx_int_t ngx_http_presence_profiles_schema_loaded(
+    ngx_http_presence_flusher_t *f, PGresult *res);
 ngx_int_t ngx_http_presence_profiles_load(ngx_http_presence_flusher_t *f);
 ngx_int_t ngx_http_presence_profiles_loaded(ngx_http_presence_flusher_t *f,
     PGresult *res);

@@ -148,7 +148,16 @@ static ngx_http_presence_metric_t  ngx_http_presence_metrics_table[] = {
       "Rows of other writers pulled (presence_cluster).", pulled),
     NGX_HTTP_PRESENCE_COUNTER("pull_skipped_rows_total",
       "Pulled rows skipped: a time or id the zone cannot hold.",
-      pull_skipped)
+      pull_skipped),
+    NGX_HTTP_PRESENCE_GAUGE("warm_start_done",
+      "Whether the warm start from PostgreSQL is over.", warm_done),
+    NGX_HTTP_PRESENCE_GAUGE("warm_start_rows",
+      "Active sessions PostgreSQL held when the warm start began.",
+      warm_total),
+    NGX_HTTP_PRESENCE_GAUGE("warm_start_loaded_sessions",
+      "Sessions the warm start loaded into the zone.", warm_loaded),
+    NGX_HTTP_PRESENCE_GAUGE("warm_start_seconds",
+      "How long the warm start took.", warm_seconds)
 };
 
 

@@ -72,6 +72,13 @@ static ngx_command_t  ngx_http_presence_commands[] = {
       0,
       NULL },
 
+    { ngx_string("presence_api_require_user"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_presence_loc_conf_t, require_user),
+      NULL },
+
     { ngx_string("presence_metrics"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_presence_metrics,
@@ -479,6 +486,7 @@ ngx_http_presence_create_loc_conf(ngx_conf_t *cf)
 
     plcf->enable = NGX_CONF_UNSET;
     plcf->admin_check = NGX_CONF_UNSET;
+    plcf->require_user = NGX_CONF_UNSET;
     plcf->jwt_token = NGX_CONF_UNSET_PTR;
 
     return plcf;
@@ -493,6 +501,7 @@ ngx_http_presence_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_value(conf->admin_check, prev->admin_check, -1);
+    ngx_conf_merge_value(conf->require_user, prev->require_user, 0);
     ngx_conf_merge_ptr_value(conf->jwt_token, prev->jwt_token, NULL);
 
     return NGX_CONF_OK;

@@ -83,6 +83,7 @@ typedef struct {
     ngx_flag_t                      enable;
     ngx_flag_t                      api;
     ngx_int_t                       admin_check;  /* -1: none */
+    ngx_flag_t                      require_user;
     ngx_http_complex_value_t       *jwt_token;
 } ngx_http_presence_loc_conf_t;
 

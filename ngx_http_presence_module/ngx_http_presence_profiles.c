@@ -5,7 +5,9 @@
 
 
 /*
- * The flusher's profiles step: for the most recently active users whose
+ * The flusher's steps on the "users" table.  Schema, once per connection:
+ * whether "users" has the boolean "is_active" column (the backend's
+ * models usually do).  Profiles: for the most recently active users whose
  * profile is missing or older than presence_profile_ttl, one query of up
  * to 500 ids; each field is cut at 1024 bytes on a character boundary.
  */
@@ -32,8 +34,16 @@ enum {
 
 enum {
     NGX_HTTP_PRESENCE_PROFILES_ID = 0,
-    NGX_HTTP_PRESENCE_PROFILES_FIELD        /* the first of the fields */
+    NGX_HTTP_PRESENCE_PROFILES_FIELD,       /* the first of the fields */
+    NGX_HTTP_PRESENCE_PROFILES_ACTIVE = NGX_HTTP_PRESENCE_PROFILES_FIELD
+                                        + NGX_HTTP_PRESENCE_PROFILE_FIELDS
 };
+
+
+static const char  ngx_http_presence_schema_sql[] =
+    "SELECT EXISTS (SELECT 1 FROM pg_attribute"
+    " WHERE attrelid = to_regclass('users') AND attname = 'is_active'"
+    " AND atttypid = 'boolean'::regtype AND NOT attisdropped)";
 
 
 /*
@@ -42,12 +52,47 @@ enum {
  * 500 x 3 x 4 KiB.
  */
 
+#define NGX_HTTP_PRESENCE_PROFILES_COLUMNS                                    \
+    "SELECT id, left(username::text, "                                        \
+    ngx_value(NGX_HTTP_PRESENCE_PROFILE_LEN) "),"                             \
+    " left(display_name::text, " ngx_value(NGX_HTTP_PRESENCE_PROFILE_LEN) "),"\
+    " left(avatar_url::text, " ngx_value(NGX_HTTP_PRESENCE_PROFILE_LEN) "),"
+
 static const char  ngx_http_presence_profiles_sql[] =
-    "SELECT id, left(username::text, "
-    ngx_value(NGX_HTTP_PRESENCE_PROFILE_LEN) "),"
-    " left(display_name::text, " ngx_value(NGX_HTTP_PRESENCE_PROFILE_LEN) "),"
-    " left(avatar_url::text, " ngx_value(NGX_HTTP_PRESENCE_PROFILE_LEN) ")"
-    " FROM users WHERE id = ANY($1::bigint[])";
+    NGX_HTTP_PRESENCE_PROFILES_COLUMNS
+    " NULL::boolean FROM users WHERE id = ANY($1::bigint[])";
+
+static const char  ngx_http_presence_profiles_active_sql[] =
+    NGX_HTTP_PRESENCE_PROFILES_COLUMNS
+    " is_active FROM users WHERE id = ANY($1::bigint[])";
+
+
+ngx_int_t
+ngx_http_presence_profiles_schema(ngx_http_presence_flusher_t *f)
+{
+    return ngx_http_presence_flush_send(f, "schema",
+                                        ngx_http_presence_schema_sql, 0,
+                                        NULL);
+}
+
+
+ngx_int_t
+ngx_http_presence_profiles_schema_loaded(ngx_http_presence_flusher_t *f,
+    PGresult *res)
+{
+    if (res == NULL) {
+        return NGX_ERROR;
+    }
+
+    f->users_active = (PQntuples(res) == 1
+                       && *PQgetvalue(res, 0, 0) == 't');
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, f->pg.log, 0,
+                   "presence flusher: users.is_active %s",
+                   f->users_active ? "read" : "absent");
+
+    return NGX_OK;
+}
 
 
 ngx_int_t
@@ -91,7 +136,9 @@ ngx_http_presence_profiles_load(ngx_http_presence_flusher_t *f)
     params[NGX_HTTP_PRESENCE_PROFILES_IDS] = (char *) list;
 
     rc = ngx_http_presence_flush_send(f, "profiles",
-                                      ngx_http_presence_profiles_sql,
+                                      f->users_active
+                                      ? ngx_http_presence_profiles_active_sql
+                                      : ngx_http_presence_profiles_sql,
                                       NGX_HTTP_PRESENCE_PROFILES_NPARAMS,
                                       params);
     ngx_free(list);
@@ -121,6 +168,11 @@ ngx_http_presence_profiles_loaded(ngx_http_presence_flusher_t *f,
                                               NGX_HTTP_PRESENCE_PROFILES_ID),
                                 PQgetlength(res, i,
                                             NGX_HTTP_PRESENCE_PROFILES_ID));
+
+        in->active = PQgetisnull(res, i, NGX_HTTP_PRESENCE_PROFILES_ACTIVE)
+                     ? -1
+                     : (*PQgetvalue(res, i, NGX_HTTP_PRESENCE_PROFILES_ACTIVE)
+                        == 't');
 
         for (j = 0; j < NGX_HTTP_PRESENCE_PROFILE_FIELDS; j++) {
             col = NGX_HTTP_PRESENCE_PROFILES_FIELD + j;

@@ -37,6 +37,7 @@
 #define NGX_HTTP_PRESENCE_IN_RING       0x01
 
 #define NGX_HTTP_PRESENCE_PROFILE_MISSING  0x01   /* no row in "users" */
+#define NGX_HTTP_PRESENCE_PROFILE_INACTIVE 0x02   /* users.is_active false */
 
 
 /*
@@ -166,6 +167,15 @@ typedef struct {
     uint64_t                        pulled_rows;
     uint64_t                        pull_skipped;
 
+    /* the warm start: sessions loaded from PostgreSQL into a new zone */
+    ngx_uint_t                      warm;        /* WARM_PENDING ... */
+    int64_t                         warm_us;     /* the last row's */
+    int64_t                         warm_id;     /* last_activity and id */
+    uint64_t                        warm_total;
+    uint64_t                        warm_loaded;
+    int64_t                         warm_start;  /* ms */
+    int64_t                         warm_msec;   /* how long it took */
+
     /* counters */
     uint64_t                        flush_batches;
     uint64_t                        flush_statements;
@@ -219,6 +229,9 @@ struct ngx_http_presence_zone_s {
 #define NGX_HTTP_PRESENCE_ZONE_MIN      (1024 * 1024)
 #define NGX_HTTP_PRESENCE_ZONE_MAX      ((uint64_t) 32 * 1024 * 1024 * 1024)
 
+/* rows of the warm start merged in one hold of the lock */
+#define NGX_HTTP_PRESENCE_WARM_SLICE    2000
+
 /* sessions freed in one hold of the lock by expiry */
 #define NGX_HTTP_PRESENCE_EXPIRE_SLICE  1000
 
@@ -250,7 +263,7 @@ static ngx_http_presence_user_t *ngx_http_presence_find_user(
     ngx_http_presence_zone_t *zone, int64_t user_id);
 static ngx_int_t ngx_http_presence_expired(ngx_http_presence_session_t *s,
     time_t now, time_t timeout);
-static void ngx_http_presence_record(ngx_http_presence_zone_t *zone,
+static ngx_int_t ngx_http_presence_record(ngx_http_presence_zone_t *zone,
     ngx_http_presence_activity_t *act, time_t timeout, ngx_log_t *log,
     ngx_uint_t remote);
 static void ngx_http_presence_renew(ngx_http_presence_zone_t *zone,
@@ -261,8 +274,10 @@ static uint32_t ngx_http_presence_insert(ngx_http_presence_zone_t *zone,
     ngx_log_t *log, ngx_uint_t remote);
 static void ngx_http_presence_user_active(ngx_http_presence_zone_t *zone,
     ngx_http_presence_user_t *user, int64_t now_ms);
-static void ngx_http_presence_free_oldest(ngx_http_presence_zone_t *zone,
+static uint32_t ngx_http_presence_oldest(ngx_http_presence_shm_t *sh,
     ngx_http_presence_user_t *user);
+static ngx_uint_t ngx_http_presence_room(ngx_http_presence_zone_t *zone,
+    u_char *id, time_t timeout);
 static void ngx_http_presence_forget(ngx_http_presence_zone_t *zone,
     u_char *id, int64_t last_ms);
 static void ngx_http_presence_ring_add(ngx_http_presence_shm_t *sh,
@@ -274,7 +289,8 @@ static u_char *ngx_http_presence_ua(ngx_http_presence_zone_t *zone,
 static u_char *ngx_http_presence_profile(ngx_http_presence_zone_t *zone,
     ngx_http_presence_user_t *user, ngx_uint_t field, ssize_t *len);
 static void ngx_http_presence_set_profile(ngx_http_presence_zone_t *zone,
-    ngx_http_presence_user_t *user, ngx_str_t *fields, time_t now);
+    ngx_http_presence_user_t *user, ngx_http_presence_profile_in_t *in,
+    time_t now);
 static void ngx_http_presence_copy_session(ngx_http_presence_zone_t *zone,
     uint32_t i, ngx_http_presence_session_info_t *row);
 static ngx_uint_t ngx_http_presence_take(ngx_http_presence_zone_t *zone,
@@ -315,6 +331,8 @@ static void ngx_http_presence_free_user(ngx_http_presence_zone_t *zone,
 static void ngx_http_presence_evicted(ngx_http_presence_zone_t *zone,
     ngx_uint_t n, ngx_log_t *log);
 static void ngx_http_presence_lru_head(ngx_http_presence_shm_t *sh,
+    uint32_t i);
+static void ngx_http_presence_lru_tail(ngx_http_presence_shm_t *sh,
     uint32_t i);
 static void ngx_http_presence_lru_unlink(ngx_http_presence_shm_t *sh,
     uint32_t i);
@@ -642,6 +660,10 @@ ngx_http_presence_layout(ngx_http_presence_zone_t *zone, ngx_str_t *name,
     }
 
     ngx_http_presence_layout_ua(shpool, sh);
+
+    /* a new zone, or one started afresh: filled from PostgreSQL */
+
+    sh->warm = NGX_HTTP_PRESENCE_WARM_PENDING;
 
     sh->magic = NGX_HTTP_PRESENCE_ZONE_MAGIC;
     sh->version = NGX_HTTP_PRESENCE_ZONE_VERSION;
@@ -1174,11 +1196,13 @@ ngx_http_presence_expired(ngx_http_presence_session_t *s, time_t now,
 
 /*
  * Under the lock.  Local activity moves time forward and queues the
- * session for the flusher; activity pulled from another node (remote)
- * keeps its own time, is placed in order, and is never written back.
+ * session for the flusher; activity pulled from PostgreSQL (remote) keeps
+ * its own time, is placed in order, and is never written back.  Remote
+ * activity older than what it would displace is declined: a user at
+ * presence_max_sessions_per_user keeps its newer sessions.
  */
 
-static void
+static ngx_int_t
 ngx_http_presence_record(ngx_http_presence_zone_t *zone,
     ngx_http_presence_activity_t *act, time_t timeout, ngx_log_t *log,
     ngx_uint_t remote)
@@ -1186,6 +1210,7 @@ ngx_http_presence_record(ngx_http_presence_zone_t *zone,
     int64_t                       now_ms;
     uint32_t                      i;
     ngx_http_presence_shm_t      *sh;
+    ngx_http_presence_user_t     *user;
     ngx_http_presence_session_t  *s;
 
     sh = zone->sh;
@@ -1200,7 +1225,7 @@ ngx_http_presence_record(ngx_http_presence_zone_t *zone,
         now_ms = ngx_min(act->now_ms, sh->clock * 1000 + 999);
 
         if (now_ms / 1000 <= sh->clock - NGX_HTTP_PRESENCE_DAY) {
-            return;
+            return NGX_DECLINED;
         }
 
     } else {
@@ -1214,12 +1239,24 @@ ngx_http_presence_record(ngx_http_presence_zone_t *zone,
         s = &sh->sessions[i];
 
         if (remote && s->last_ms >= now_ms) {
-            return;     /* ours is newer */
+            return NGX_OK;      /* ours is newer */
         }
 
         ngx_http_presence_renew(zone, i, act, now_ms, remote);
 
     } else {
+
+        if (remote && zone->max_sessions) {
+            user = ngx_http_presence_find_user(zone, act->user_id);
+
+            if (user && user->nsessions >= zone->max_sessions
+                && sh->sessions[ngx_http_presence_oldest(sh, user)].last_ms
+                   >= now_ms)
+            {
+                return NGX_DECLINED;
+            }
+        }
+
         i = ngx_http_presence_insert(zone, act, now_ms, timeout, log,
                                      remote);
         s = &sh->sessions[i];
@@ -1232,6 +1269,8 @@ ngx_http_presence_record(ngx_http_presence_zone_t *zone,
     {
         ngx_http_presence_ring_add(sh, i);
     }
+
+    return NGX_OK;
 }
 
 
@@ -1298,7 +1337,8 @@ ngx_http_presence_insert(ngx_http_presence_zone_t *zone,
         user = ngx_http_presence_find_user(zone, act->user_id);
 
         if (user && user->nsessions >= zone->max_sessions) {
-            ngx_http_presence_free_oldest(zone, user);
+            ngx_http_presence_free_session(zone,
+                                  ngx_http_presence_oldest(sh, user));
             sh->cap_evictions++;
         }
     }
@@ -1348,7 +1388,17 @@ ngx_http_presence_insert(ngx_http_presence_zone_t *zone,
     user->sessions = i;
     user->nsessions++;
 
-    ngx_http_presence_lru_head(sh, i);
+    /* remote activity older than all: the warm start, most recent first */
+
+    if (remote && sh->lru_tail != NGX_HTTP_PRESENCE_NIL
+        && sh->sessions[sh->lru_tail].last_ms > now_ms)
+    {
+        ngx_http_presence_lru_tail(sh, i);
+
+    } else {
+        ngx_http_presence_lru_head(sh, i);
+    }
+
     ngx_http_presence_bit_move(sh, sh->sessions_bit, -1, now_ms / 1000);
 
     sh->sessions_used++;
@@ -1357,16 +1407,14 @@ ngx_http_presence_insert(ngx_http_presence_zone_t *zone,
 }
 
 
-/* a user's least recently active session, freed */
+/* a user's least recently active session; the user has one */
 
-static void
-ngx_http_presence_free_oldest(ngx_http_presence_zone_t *zone,
+static uint32_t
+ngx_http_presence_oldest(ngx_http_presence_shm_t *sh,
     ngx_http_presence_user_t *user)
 {
-    uint32_t                  j, oldest;
-    ngx_http_presence_shm_t  *sh;
+    uint32_t  j, oldest;
 
-    sh = zone->sh;
     oldest = user->sessions;
 
     for (j = user->sessions; j != NGX_HTTP_PRESENCE_NIL;
@@ -1377,9 +1425,24 @@ ngx_http_presence_free_oldest(ngx_http_presence_zone_t *zone,
         }
     }
 
-    if (oldest != NGX_HTTP_PRESENCE_NIL) {
-        ngx_http_presence_free_session(zone, oldest);
-    }
+    return oldest;
+}
+
+
+/* a new session "id" would take no one's place */
+
+static ngx_uint_t
+ngx_http_presence_room(ngx_http_presence_zone_t *zone, u_char *id,
+    time_t timeout)
+{
+    ngx_http_presence_shm_t  *sh;
+
+    sh = zone->sh;
+
+    return sh->session_free != NGX_HTTP_PRESENCE_NIL
+           || ngx_http_presence_find_session(sh, id) != NGX_HTTP_PRESENCE_NIL
+           || ngx_http_presence_expired(&sh->sessions[sh->lru_tail],
+                                        sh->clock, timeout);
 }
 
 
@@ -1738,6 +1801,22 @@ ngx_http_presence_lru_head(ngx_http_presence_shm_t *sh, uint32_t i)
 }
 
 
+/* the list is not empty */
+
+static void
+ngx_http_presence_lru_tail(ngx_http_presence_shm_t *sh, uint32_t i)
+{
+    ngx_http_presence_session_t  *s;
+
+    s = &sh->sessions[i];
+
+    s->lru_next = NGX_HTTP_PRESENCE_NIL;
+    s->lru_prev = sh->lru_tail;
+    sh->sessions[sh->lru_tail].lru_next = i;
+    sh->lru_tail = i;
+}
+
+
 static void
 ngx_http_presence_lru_unlink(ngx_http_presence_shm_t *sh, uint32_t i)
 {
@@ -1811,7 +1890,10 @@ ngx_http_presence_q_place(ngx_http_presence_zone_t *zone, uint32_t i)
     if (next != NGX_HTTP_PRESENCE_NIL
         && ngx_http_presence_second(sh, next) > t)
     {
-        next = ngx_http_presence_q_find(zone, t);
+        /* older than all: the warm start places users so, at the tail */
+
+        next = (ngx_http_presence_second(sh, sh->q_tail) > t)
+               ? NGX_HTTP_PRESENCE_NIL : ngx_http_presence_q_find(zone, t);
     }
 
     prev = (next == NGX_HTTP_PRESENCE_NIL) ? sh->q_tail
@@ -2192,10 +2274,12 @@ ngx_http_presence_profile(ngx_http_presence_zone_t *zone,
 
 static void
 ngx_http_presence_set_profile(ngx_http_presence_zone_t *zone,
-    ngx_http_presence_user_t *user, ngx_str_t *fields, time_t now)
+    ngx_http_presence_user_t *user, ngx_http_presence_profile_in_t *in,
+    time_t now)
 {
     u_char                       *p;
     size_t                        size;
+    ngx_str_t                    *fields;
     ngx_uint_t                    i;
     ngx_http_presence_profile_t  *profile;
 
@@ -2207,13 +2291,19 @@ ngx_http_presence_set_profile(ngx_http_presence_zone_t *zone,
     }
 
     user->profile_at = (uint32_t) now;
+    user->flags &= ~(NGX_HTTP_PRESENCE_PROFILE_MISSING
+                     |NGX_HTTP_PRESENCE_PROFILE_INACTIVE);
 
-    if (fields == NULL) {
+    if (in == NULL) {
         user->flags |= NGX_HTTP_PRESENCE_PROFILE_MISSING;
         return;
     }
 
-    user->flags &= ~NGX_HTTP_PRESENCE_PROFILE_MISSING;
+    if (in->active == 0) {
+        user->flags |= NGX_HTTP_PRESENCE_PROFILE_INACTIVE;
+    }
+
+    fields = in->fields;
 
     size = offsetof(ngx_http_presence_profile_t, data);
 
@@ -2417,8 +2507,15 @@ void
 ngx_http_presence_store_counts(ngx_http_presence_zone_t *zone,
     time_t *thresholds, ngx_http_presence_counts_t *counts, ngx_log_t *log)
 {
-    (void) ngx_http_presence_store_lock(zone, log);
+    ngx_http_presence_shm_t  *sh;
+
+    sh = ngx_http_presence_store_lock(zone, log);
+
     ngx_http_presence_counts(zone, thresholds, counts);
+
+    counts->warm_done = (sh->warm == NGX_HTTP_PRESENCE_WARM_DONE);
+    counts->warm_loaded = sh->warm_loaded;
+
     ngx_http_presence_unlock(zone);
 }
 
@@ -2707,6 +2804,10 @@ ngx_http_presence_store_stats(ngx_http_presence_zone_t *zone,
     st->flusher_pid = sh->lease_pid;
     st->pulled = sh->pulled_rows;
     st->pull_skipped = sh->pull_skipped;
+    st->warm_done = (sh->warm == NGX_HTTP_PRESENCE_WARM_DONE);
+    st->warm_total = sh->warm_total;
+    st->warm_loaded = sh->warm_loaded;
+    st->warm_seconds = sh->warm_msec / 1000;
 
     ngx_http_presence_unlock(zone);
 }
@@ -3100,6 +3201,128 @@ ngx_http_presence_store_merge(ngx_http_presence_zone_t *zone,
 
 
 /*
+ * The warm start: where it is.  A pending one begins now (the first call
+ * of the flusher that will load it).
+ */
+
+void
+ngx_http_presence_store_warm(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_warm_t *warm, ngx_uint_t begin, ngx_log_t *log)
+{
+    ngx_time_t               *tp;
+    ngx_http_presence_shm_t  *sh;
+
+    sh = ngx_http_presence_store_lock(zone, log);
+
+    if (begin && sh->warm == NGX_HTTP_PRESENCE_WARM_PENDING) {
+        tp = ngx_timeofday();
+
+        sh->warm = NGX_HTTP_PRESENCE_WARM_LOADING;
+        sh->warm_start = (int64_t) tp->sec * 1000 + (int64_t) tp->msec;
+    }
+
+    warm->state = sh->warm;
+    warm->mark.us = sh->warm_us;
+    warm->mark.id = sh->warm_id;
+    warm->total = sh->warm_total;
+    warm->loaded = sh->warm_loaded;
+    warm->msec = sh->warm_msec;
+
+    ngx_http_presence_unlock(zone);
+}
+
+
+/*
+ * A page of the warm start, most recent first, merged as remote activity
+ * in slices (the lock is let go between them): a row is loaded while the
+ * zone has room for it without evicting anyone.  "total" is the number of
+ * rows the load began with (0: not known from this page); "last" says
+ * that no rows follow.  NGX_DONE: the warm start is over, warm says how it
+ * went.
+ */
+
+ngx_int_t
+ngx_http_presence_store_warm_merge(ngx_http_presence_zone_t *zone,
+    time_t timeout, ngx_http_presence_row_pt row, void *data, ngx_uint_t n,
+    ngx_http_presence_warm_t *warm, ngx_uint_t last, ngx_log_t *log)
+{
+    ngx_int_t                      rc;
+    ngx_uint_t                     i, full, end;
+    ngx_time_t                    *tp;
+    ngx_http_presence_shm_t       *sh;
+    ngx_http_presence_activity_t   act;
+
+    full = 0;
+
+    for (i = 0; i < n && !full; /* void */) {
+        sh = ngx_http_presence_store_lock(zone, log);
+
+        if (sh->warm != NGX_HTTP_PRESENCE_WARM_LOADING) {
+            ngx_http_presence_unlock(zone);
+            return NGX_ERROR;       /* the zone was reset meanwhile */
+        }
+
+        sh->writer = ngx_pid;
+
+        for (end = ngx_min(n, i + NGX_HTTP_PRESENCE_WARM_SLICE);
+             i < end;
+             i++)
+        {
+            rc = row(data, i, &act);
+
+            if (rc != NGX_OK) {
+                continue;
+            }
+
+            if (!ngx_http_presence_room(zone, act.id, timeout)) {
+                full = 1;
+                break;
+            }
+
+            if (ngx_http_presence_record(zone, &act, timeout, log, 1)
+                == NGX_OK)
+            {
+                sh->warm_loaded++;
+            }
+        }
+
+        sh->writer = 0;
+
+        ngx_http_presence_unlock(zone);
+    }
+
+    sh = ngx_http_presence_store_lock(zone, log);
+
+    if (warm->total) {
+        sh->warm_total = warm->total;
+    }
+
+    sh->warm_us = warm->mark.us;
+    sh->warm_id = warm->mark.id;
+
+    rc = NGX_OK;
+
+    if (full || last) {
+        tp = ngx_timeofday();
+
+        sh->warm = NGX_HTTP_PRESENCE_WARM_DONE;
+        sh->warm_msec = ngx_max((int64_t) tp->sec * 1000 + (int64_t) tp->msec
+                                - sh->warm_start, 0);
+        rc = NGX_DONE;
+    }
+
+    warm->state = sh->warm;
+    warm->total = sh->warm_total;
+    warm->loaded = sh->warm_loaded;
+    warm->msec = sh->warm_msec;
+
+    ngx_http_presence_unlock(zone);
+
+    return rc;
+}
+
+
+/*
  * The most recently active users (at most "scan" of them) whose profile is
  * missing or older than "ttl": at most "max" ids.
  */
@@ -3143,6 +3366,41 @@ ngx_http_presence_store_stale_profiles(ngx_http_presence_zone_t *zone,
 
 
 /*
+ * What the profile loader knows of a user: NGX_HTTP_PRESENCE_USER_UNKNOWN
+ * until its row was read.
+ */
+
+ngx_uint_t
+ngx_http_presence_store_user(ngx_http_presence_zone_t *zone,
+    int64_t user_id, ngx_log_t *log)
+{
+    ngx_uint_t                 rc;
+    ngx_http_presence_user_t  *user;
+
+    (void) ngx_http_presence_store_lock(zone, log);
+
+    user = ngx_http_presence_find_user(zone, user_id);
+
+    if (user == NULL || user->profile_at == 0) {
+        rc = NGX_HTTP_PRESENCE_USER_UNKNOWN;
+
+    } else if (user->flags & NGX_HTTP_PRESENCE_PROFILE_MISSING) {
+        rc = NGX_HTTP_PRESENCE_USER_MISSING;
+
+    } else if (user->flags & NGX_HTTP_PRESENCE_PROFILE_INACTIVE) {
+        rc = NGX_HTTP_PRESENCE_USER_INACTIVE;
+
+    } else {
+        rc = NGX_HTTP_PRESENCE_USER_ACTIVE;
+    }
+
+    ngx_http_presence_unlock(zone);
+
+    return rc;
+}
+
+
+/*
  * The profiles PostgreSQL returned for "ids": those it did not return have
  * no row in "users".
  */
@@ -3172,8 +3430,7 @@ ngx_http_presence_store_set_profiles(ngx_http_presence_zone_t *zone,
         user = ngx_http_presence_find_user(zone, profiles[k].user_id);
 
         if (user) {
-            ngx_http_presence_set_profile(zone, user, profiles[k].fields,
-                                          now);
+            ngx_http_presence_set_profile(zone, user, &profiles[k], now);
         }
     }
 

@@ -108,6 +108,8 @@ typedef struct {
     ngx_uint_t                      sessions;    /* within "online" */
     ngx_uint_t                      peak;        /* today's highest */
     ngx_int_t                       peak_hour;   /* -1: no sample */
+    ngx_uint_t                      warm_done;
+    uint64_t                        warm_loaded;
 } ngx_http_presence_counts_t;
 
 
@@ -151,6 +153,10 @@ typedef struct {
     uint64_t                        flusher_pid;
     uint64_t                        pulled;
     uint64_t                        pull_skipped;
+    uint64_t                        warm_done;
+    uint64_t                        warm_total;
+    uint64_t                        warm_loaded;
+    uint64_t                        warm_seconds;
 } ngx_http_presence_store_stats_t;
 
 
@@ -201,8 +207,17 @@ typedef struct {
 
 typedef struct {
     int64_t                         user_id;
+    ngx_int_t                       active;      /* users.is_active; -1: */
+                                                 /* no such column */
     ngx_str_t                       fields[NGX_HTTP_PRESENCE_PROFILE_FIELDS];
 } ngx_http_presence_profile_in_t;
+
+
+/* what the profile loader knows of a user */
+#define NGX_HTTP_PRESENCE_USER_UNKNOWN   0       /* not read yet */
+#define NGX_HTTP_PRESENCE_USER_ACTIVE    1
+#define NGX_HTTP_PRESENCE_USER_MISSING   2       /* no row in "users" */
+#define NGX_HTTP_PRESENCE_USER_INACTIVE  3       /* users.is_active false */
 
 
 /* where the cluster pull is: the last row's updated_at (us) and id */
@@ -211,6 +226,24 @@ typedef struct {
     int64_t                         us;
     int64_t                         id;
 } ngx_http_presence_mark_t;
+
+
+/*
+ * The warm start of a new zone: pending until a flusher begins it, then
+ * loading page by page (mark: where the last page ended), then done.
+ */
+
+#define NGX_HTTP_PRESENCE_WARM_PENDING  0
+#define NGX_HTTP_PRESENCE_WARM_LOADING  1
+#define NGX_HTTP_PRESENCE_WARM_DONE     2
+
+typedef struct {
+    ngx_uint_t                      state;
+    ngx_http_presence_mark_t        mark;        /* last_activity us, id */
+    uint64_t                        total;       /* rows when it began */
+    uint64_t                        loaded;
+    int64_t                         msec;        /* how long it took */
+} ngx_http_presence_warm_t;
 
 
 /*
@@ -282,9 +315,16 @@ void ngx_http_presence_store_watermark(ngx_http_presence_zone_t *zone,
 void ngx_http_presence_store_merge(ngx_http_presence_zone_t *zone,
     time_t timeout, ngx_http_presence_row_pt row, void *data, ngx_uint_t n,
     ngx_http_presence_mark_t *mark, ngx_log_t *log);
+void ngx_http_presence_store_warm(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_warm_t *warm, ngx_uint_t begin, ngx_log_t *log);
+ngx_int_t ngx_http_presence_store_warm_merge(ngx_http_presence_zone_t *zone,
+    time_t timeout, ngx_http_presence_row_pt row, void *data, ngx_uint_t n,
+    ngx_http_presence_warm_t *warm, ngx_uint_t last, ngx_log_t *log);
 ngx_uint_t ngx_http_presence_store_stale_profiles(
     ngx_http_presence_zone_t *zone, time_t ttl, int64_t *ids,
     ngx_uint_t max, ngx_uint_t scan, ngx_log_t *log);
+ngx_uint_t ngx_http_presence_store_user(ngx_http_presence_zone_t *zone,
+    int64_t user_id, ngx_log_t *log);
 void ngx_http_presence_store_set_profiles(ngx_http_presence_zone_t *zone,
     int64_t *ids, ngx_uint_t nids, ngx_http_presence_profile_in_t *profiles,
     ngx_uint_t n, ngx_log_t *log);

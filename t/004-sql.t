@@ -24,6 +24,12 @@ my $catalog = q{
         SELECT 'constraint ' || conrelid::regclass || ' ' || conname || ' '
                || pg_get_constraintdef(oid)
           FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+        UNION ALL
+        SELECT 'trigger ' || pg_get_triggerdef(oid) FROM pg_trigger
+         WHERE NOT tgisinternal
+        UNION ALL
+        SELECT 'function ' || proname || ' ' || md5(prosrc) FROM pg_proc
+         WHERE pronamespace = 'public'::regnamespace
     ) s
 };
 
@@ -58,8 +64,33 @@ pg_file($_) for @files;
 my $twice = pg_query($catalog);
 
 is($twice, $once, 'applying the migrations twice changes no table, '
-                  . 'column, index or constraint');
+                  . 'column, index, constraint, trigger or function');
 is(pg_value('SELECT count(*) FROM user_sessions'), 1, 'and keeps the rows');
+like($once, qr/trigger CREATE TRIGGER presence_user_sessions_written BEFORE INSERT OR UPDATE ON public\.user_sessions FOR EACH ROW/,
+     'one trigger on user_sessions, before each insert and update');
+
+# the trigger: every write moves updated_at; a writer that does not set it
+# (the backend, by hand) leaves the row without a node
+
+pg_query(q{UPDATE user_sessions SET node = 'A',
+           updated_at = '2001-01-01' WHERE session_token = 'abc'});
+is(pg_value(q{SELECT node || ' ' || (updated_at > (now() AT TIME ZONE 'UTC')
+              - interval '1 minute') FROM user_sessions}),
+   'A true', 'a writer that sets updated_at and node keeps the node, and '
+             . 'updated_at is the database\'s clock');
+pg_query(q{ALTER TABLE user_sessions DISABLE TRIGGER USER});
+pg_query(q{UPDATE user_sessions SET updated_at = '2001-01-01'});
+pg_query(q{ALTER TABLE user_sessions ENABLE TRIGGER USER});
+pg_query(q{UPDATE user_sessions SET last_activity = now() AT TIME ZONE 'UTC'});
+is(pg_value(q{SELECT coalesce(node, 'NULL') || ' '
+              || (updated_at > '2001-01-02') FROM user_sessions}),
+   'NULL true', 'an UPDATE that does not set updated_at moves it and '
+                . 'clears the node');
+pg_query("INSERT INTO user_sessions (user_id, session_token, updated_at)
+          VALUES (7, 'def', '2001-01-01')");
+is(pg_value(q{SELECT updated_at > '2001-01-02' FROM user_sessions
+              WHERE session_token = 'def'}),
+   't', 'an INSERT gets the database\'s clock whatever it says');
 
 $ENV{TEST_NGINX_PG_DSN} = $main;
 pg_query('DROP DATABASE presence_migrations');

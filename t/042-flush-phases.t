@@ -42,7 +42,8 @@ pg_query('TRUNCATE user_sessions, presence_peaks');
 pg_query('DELETE FROM users');
 pg_query(q{INSERT INTO users (id, username) VALUES (1, 'one'), (2, 'two')});
 
-# a new connection: connect, today's peaks, a batch, profiles, idle
+# a new connection: connect, the users table's columns, today's peaks,
+# the warm start, a batch, profiles, idle
 
 my $n = node($dsn);
 $n->get('/app/x', tok(1));
@@ -53,8 +54,8 @@ ok(wait_until(sub { grep { $_ eq 'profiles -> idle' } @{ transitions($n) } }),
    'a cycle ends idle');
 
 my $seen = join ', ', @{ transitions($n) };
-like($seen, qr/^idle -> connect, connect -> peaks, peaks -> upsert, /,
-     'connected: peaks first, then the batch');
+like($seen, qr/^idle -> connect, connect -> schema, schema -> peaks, peaks -> warm, warm -> upsert, /,
+     'connected: the schema, peaks and the warm start first, then the batch');
 like($seen, qr/upsert -> pull, pull -> pull peaks, pull peaks -> profiles, profiles -> idle/,
      'without presence_cluster the pull steps pass on at once');
 
@@ -68,8 +69,8 @@ is($broken, '', 'each transition starts where the last one ended');
 
 # the next interval starts from idle with the batch
 
-ok(wait_until(sub { (join ', ', @{ transitions($n) }) =~ /profiles -> idle, idle -> upsert/ }),
-   'each interval: idle -> upsert');
+ok(wait_until(sub { (join ', ', @{ transitions($n) }) =~ /profiles -> idle, idle -> warm, warm -> upsert/ }),
+   'each interval: idle -> warm (over: it passes on) -> upsert');
 
 # a statement PostgreSQL refuses: the error line names phase and statement
 

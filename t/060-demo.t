@@ -37,7 +37,7 @@ my %want = (
     'api/v1/profile' => qr/^\{"backend":"demo","path":"\/api\/v1\/profile","user_id":"1"\}$/,
     'count?' => qr/^\{"online_count":29,"threshold_minutes":15,/,
     'users?' => qr/^\{"online_users":\[\{"user_id":1,"username":"alice","display_name":"Alice Adams","avatar_url":"https:\/\/i\.pravatar\.cc\/150\?u=alice",.*"count":5,"total":29,/,
-    'online/stats' => qr/"online_users":29,.*"peak_users_today":29,"status":"success"\}$/,
+    'online/stats' => qr/"online_users":29,.*"peak_users_today":29,"warm":\{"done":true,"loaded":\d+\},"status":"success"\}$/,
     'online/sessions' => qr/^\{"user_id":1,"sessions":\[\{.*"is_current":true\}.*\],"count":\d+,/,
     'status?' => qr/^\{"statuses":\{"1":\{"status":"online","last_seen":"[^"]+"\},"2":\{"status":"online"/,
     'online/cleanup' => qr/^\{"cleaned_sessions":0,"timestamp":"[^"]+","status":"success"\}$/,
