@@ -21,6 +21,8 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include <openssl/evp.h>
+
 #include "ngx_http_presence_flush.h"
 #include "ngx_http_presence_args.h"
 
@@ -53,6 +55,8 @@ static int ngx_libc_cdecl ngx_http_presence_cluster_oldest(const void *one,
 static int64_t ngx_http_presence_cluster_int(u_char *p, size_t len);
 static void ngx_http_presence_cluster_mark(PGresult *res, int n,
     ngx_http_presence_mark_t *mark);
+static ngx_int_t ngx_http_presence_cluster_id(u_char *v, size_t len,
+    u_char *id);
 
 
 enum {
@@ -400,8 +404,6 @@ ngx_http_presence_cluster_row(void *data, ngx_uint_t i,
 
     u_char     *v;
     PGresult   *res;
-    ngx_int_t   n;
-    ngx_uint_t  k;
 
     res = pull->res;
 
@@ -409,8 +411,7 @@ ngx_http_presence_cluster_row(void *data, ngx_uint_t i,
         i = pull->order[i].row;
     }
 
-    if (PQgetlength(res, i, NGX_HTTP_PRESENCE_PULL_TOKEN)
-        != NGX_HTTP_PRESENCE_ID_HEX_LEN
+    if (PQgetlength(res, i, NGX_HTTP_PRESENCE_PULL_TOKEN) == 0
         || PQgetisnull(res, i, NGX_HTTP_PRESENCE_PULL_USER)
         || PQgetisnull(res, i, NGX_HTTP_PRESENCE_PULL_LAST)
         || PQgetisnull(res, i, NGX_HTTP_PRESENCE_PULL_ACTIVE))
@@ -420,15 +421,12 @@ ngx_http_presence_cluster_row(void *data, ngx_uint_t i,
 
     ngx_memzero(act, offsetof(ngx_http_presence_activity_t, ua));
 
-    v = ngx_http_presence_pull_value(res, i, NGX_HTTP_PRESENCE_PULL_TOKEN);
-
-    for (k = 0; k < NGX_HTTP_PRESENCE_ID_LEN; k++) {
-        n = ngx_hextoi(v + 2 * k, 2);
-        if (n == NGX_ERROR) {
-            return NGX_DECLINED;
-        }
-
-        act->id[k] = (u_char) n;
+    if (ngx_http_presence_cluster_id(
+            ngx_http_presence_pull_value(res, i, NGX_HTTP_PRESENCE_PULL_TOKEN),
+            PQgetlength(res, i, NGX_HTTP_PRESENCE_PULL_TOKEN), act->id)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
     }
 
     act->now_ms = ngx_http_presence_pull_int(res, i,
@@ -470,6 +468,39 @@ ngx_http_presence_cluster_row(void *data, ngx_uint_t i,
     act->ua_hash = ngx_crc32_short(act->ua, act->ua_len);
 
     return NGX_OK;
+}
+
+
+/*
+ * A row's session id: the module writes it as 64 hex digits; any other
+ * session_token (the backend's own rows: a token, a UUID) stands for the
+ * SHA-256 of its text, as the module names the session of a token.
+ */
+
+static ngx_int_t
+ngx_http_presence_cluster_id(u_char *v, size_t len, u_char *id)
+{
+    ngx_int_t   n;
+    ngx_uint_t  k;
+
+    if (len == NGX_HTTP_PRESENCE_ID_HEX_LEN) {
+
+        for (k = 0; k < NGX_HTTP_PRESENCE_ID_LEN; k++) {
+            n = ngx_hextoi(v + 2 * k, 2);
+            if (n == NGX_ERROR) {
+                break;
+            }
+
+            id[k] = (u_char) n;
+        }
+
+        if (k == NGX_HTTP_PRESENCE_ID_LEN) {
+            return NGX_OK;
+        }
+    }
+
+    return EVP_Digest(v, len, id, NULL, EVP_sha256(), NULL) ? NGX_OK
+                                                             : NGX_ERROR;
 }
 
 
