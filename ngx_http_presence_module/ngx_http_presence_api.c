@@ -21,10 +21,10 @@
 #include "ngx_http_presence_shm.h"
 #include "ngx_http_presence_json.h"
 #include "ngx_http_presence_args.h"
+#include "ngx_http_presence_stream.h"
 
 
 #define NGX_HTTP_PRESENCE_API_MAX_IDS  100
-#define NGX_HTTP_PRESENCE_422          422
 
 /* profiles of a page: at most 3 x 1024 bytes a user, usually a tenth */
 #define NGX_HTTP_PRESENCE_PROFILE_AREA  65536
@@ -37,7 +37,8 @@ typedef enum {
     NGX_HTTP_PRESENCE_API_STATS,
     NGX_HTTP_PRESENCE_API_SESSIONS,
     NGX_HTTP_PRESENCE_API_STATUS,
-    NGX_HTTP_PRESENCE_API_CLEANUP
+    NGX_HTTP_PRESENCE_API_CLEANUP,
+    NGX_HTTP_PRESENCE_API_STREAM
 } ngx_http_presence_api_e;
 
 
@@ -64,8 +65,6 @@ static ngx_int_t ngx_http_presence_api_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *detail);
 static ngx_int_t ngx_http_presence_api_unauthorized(ngx_http_request_t *r,
     const char *detail);
-static ngx_int_t ngx_http_presence_api_send(ngx_http_request_t *r,
-    ngx_uint_t status, ngx_http_presence_json_t *w);
 static ngx_uint_t ngx_http_presence_api_args(ngx_http_request_t *r,
     ngx_http_presence_param_t *params, ngx_uint_t n,
     ngx_http_presence_json_t *w);
@@ -87,8 +86,6 @@ static ngx_int_t ngx_http_presence_api_status(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf);
 static ngx_int_t ngx_http_presence_api_cleanup(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf);
-static ngx_int_t ngx_http_presence_api_ids(ngx_http_request_t *r,
-    int64_t *ids, ngx_uint_t *n, ngx_http_presence_json_t *w);
 static void ngx_http_presence_api_user(ngx_http_presence_json_t *w,
     ngx_http_presence_user_info_t *user, time_t online);
 static void ngx_http_presence_api_session(ngx_http_presence_json_t *w,
@@ -111,7 +108,9 @@ static ngx_http_presence_endpoint_t  ngx_http_presence_endpoints[] = {
     { ngx_string("status"), NGX_HTTP_GET|NGX_HTTP_HEAD,
       ngx_string("GET, HEAD") },
     { ngx_string("cleanup"), NGX_HTTP_POST,
-      ngx_string("POST") }
+      ngx_string("POST") },
+    { ngx_string("stream"), NGX_HTTP_GET|NGX_HTTP_HEAD,
+      ngx_string("GET, HEAD") }
 };
 
 
@@ -276,6 +275,9 @@ ngx_http_presence_api_handler(ngx_http_request_t *r)
     case NGX_HTTP_PRESENCE_API_STATUS:
         return ngx_http_presence_api_status(r, zone, pmcf);
 
+    case NGX_HTTP_PRESENCE_API_STREAM:
+        return ngx_http_presence_stream(r, zone, pmcf, ctx);
+
     default: /* NGX_HTTP_PRESENCE_API_CLEANUP */
 
         if (plcf->admin_check >= 0
@@ -394,7 +396,7 @@ ngx_http_presence_api_error(ngx_http_request_t *r, ngx_uint_t status,
 
 /* serialises "json" (and releases it) straight into nginx buffers */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_presence_api_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_http_presence_json_t *w)
 {
@@ -932,12 +934,18 @@ ngx_http_presence_api_session(ngx_http_presence_json_t *w,
 }
 
 
-/* user_ids=1,2,3: at most 100 positive integers, duplicates once */
+/*
+ * user_ids=1,2,3: at most "max" positive integers, duplicates once;
+ * NGX_DECLINED with the 422 body in w; NGX_DONE when there is no user_ids
+ * and they are optional (the stream's aggregate)
+ */
 
-static ngx_int_t
-ngx_http_presence_api_ids(ngx_http_request_t *r, int64_t *ids, ngx_uint_t *n,
+ngx_int_t
+ngx_http_presence_api_ids(ngx_http_request_t *r, int64_t *ids,
+    ngx_uint_t max, ngx_uint_t optional, ngx_uint_t *n,
     ngx_http_presence_json_t *w)
 {
+    u_char      *p;
     size_t       count;
     ngx_int_t    rc;
     ngx_str_t    value;
@@ -951,6 +959,10 @@ ngx_http_presence_api_ids(ngx_http_request_t *r, int64_t *ids, ngx_uint_t *n,
         return NGX_ERROR;
     }
 
+    if (rc == NGX_DECLINED && optional) {
+        return NGX_DONE;
+    }
+
     if (rc == NGX_DECLINED) {
         ngx_http_presence_api_arg_error(w, 1, "user_ids", "missing",
                                         "Field required", NULL, NULL, 0);
@@ -958,8 +970,8 @@ ngx_http_presence_api_ids(ngx_http_request_t *r, int64_t *ids, ngx_uint_t *n,
         return NGX_DECLINED;
     }
 
-    switch (ngx_http_presence_args_ids(value.data, value.len, ids,
-                                       NGX_HTTP_PRESENCE_API_MAX_IDS, &count))
+    switch (ngx_http_presence_args_ids(value.data, value.len, ids, max,
+                                       &count))
     {
     case NGX_HTTP_PRESENCE_IDS_OK:
         *n = count;
@@ -970,7 +982,14 @@ ngx_http_presence_api_ids(ngx_http_request_t *r, int64_t *ids, ngx_uint_t *n,
         break;
 
     case NGX_HTTP_PRESENCE_IDS_TOO_MANY:
-        msg = "Value error, at most 100 user ids";
+        p = ngx_pnalloc(r->pool, sizeof("Value error, at most  user ids")
+                                 + NGX_INT_T_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_sprintf(p, "Value error, at most %ui user ids%Z", max);
+        msg = (const char *) p;
         break;
 
     default: /* NGX_HTTP_PRESENCE_IDS_JUNK */
@@ -993,12 +1012,13 @@ ngx_http_presence_api_status(ngx_http_request_t *r,
     int64_t                    ids[NGX_HTTP_PRESENCE_API_MAX_IDS];
     int64_t                    last[NGX_HTTP_PRESENCE_API_MAX_IDS];
     ngx_int_t                  rc;
-    ngx_uint_t                 i, n;
+    ngx_uint_t                 n;
     ngx_http_presence_json_t   w;
 
     ngx_http_presence_json_init(&w, r->pool, 4096);
 
-    rc = ngx_http_presence_api_ids(r, ids, &n, &w);
+    rc = ngx_http_presence_api_ids(r, ids, NGX_HTTP_PRESENCE_API_MAX_IDS, 0,
+                                   &n, &w);
 
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1011,45 +1031,58 @@ ngx_http_presence_api_status(ngx_http_request_t *r,
     now = ngx_http_presence_store_last_seen(zone, ids, n, last,
                                             r->connection->log);
 
-    ngx_http_presence_json_lit(&w, "{\"statuses\":{");
+    ngx_http_presence_api_statuses(&w, pmcf, ids, last, n, now);
+
+    return ngx_http_presence_api_send(r, NGX_HTTP_OK, &w);
+}
+
+
+/* {"statuses":{...},"timestamp":...}: last[i] < 0 for unknown users */
+
+void
+ngx_http_presence_api_statuses(ngx_http_presence_json_t *w,
+    ngx_http_presence_main_conf_t *pmcf, int64_t *ids, int64_t *last,
+    ngx_uint_t n, time_t now)
+{
+    ngx_uint_t  i;
+
+    ngx_http_presence_json_lit(w, "{\"statuses\":{");
 
     for (i = 0; i < n; i++) {
         if (i) {
-            ngx_http_presence_json_lit(&w, ",");
+            ngx_http_presence_json_lit(w, ",");
         }
 
-        ngx_http_presence_json_lit(&w, "\"");
-        ngx_http_presence_json_int(&w, ids[i]);
+        ngx_http_presence_json_lit(w, "\"");
+        ngx_http_presence_json_int(w, ids[i]);
 
         if (last[i] < 0) {
-            ngx_http_presence_json_lit(&w, "\":{\"status\":\"offline\","
-                                           "\"last_seen\":null}");
+            ngx_http_presence_json_lit(w, "\":{\"status\":\"offline\","
+                                          "\"last_seen\":null}");
             continue;
         }
 
         if (last[i] / 1000 > now - pmcf->thresholds[NGX_HTTP_PRESENCE_ONLINE]) {
-            ngx_http_presence_json_lit(&w, "\":{\"status\":\"online\"");
+            ngx_http_presence_json_lit(w, "\":{\"status\":\"online\"");
 
         } else if (last[i] / 1000
                    > now - pmcf->thresholds[NGX_HTTP_PRESENCE_RECENT])
         {
-            ngx_http_presence_json_lit(&w,
+            ngx_http_presence_json_lit(w,
                                        "\":{\"status\":\"recently_active\"");
 
         } else {
-            ngx_http_presence_json_lit(&w, "\":{\"status\":\"offline\"");
+            ngx_http_presence_json_lit(w, "\":{\"status\":\"offline\"");
         }
 
-        ngx_http_presence_json_lit(&w, ",\"last_seen\":");
-        ngx_http_presence_json_time(&w, last[i]);
-        ngx_http_presence_json_lit(&w, "}");
+        ngx_http_presence_json_lit(w, ",\"last_seen\":");
+        ngx_http_presence_json_time(w, last[i]);
+        ngx_http_presence_json_lit(w, "}");
     }
 
-    ngx_http_presence_json_lit(&w, "},\"timestamp\":");
-    ngx_http_presence_json_now(&w);
-    ngx_http_presence_json_lit(&w, "}");
-
-    return ngx_http_presence_api_send(r, NGX_HTTP_OK, &w);
+    ngx_http_presence_json_lit(w, "},\"timestamp\":");
+    ngx_http_presence_json_now(w);
+    ngx_http_presence_json_lit(w, "}");
 }
 
 

@@ -13,6 +13,10 @@
 #include <ngx_http.h>
 
 #include "ngx_http_presence_module.h"
+#include "ngx_http_presence_json.h"
+
+
+#define NGX_HTTP_PRESENCE_422  422
 
 
 char *ngx_http_presence_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
@@ -20,6 +24,16 @@ char *ngx_http_presence_api_admin_claim(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_presence_online_count_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+
+/* shared with the stream */
+ngx_int_t ngx_http_presence_api_send(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_http_presence_json_t *w);
+ngx_int_t ngx_http_presence_api_ids(ngx_http_request_t *r, int64_t *ids,
+    ngx_uint_t max, ngx_uint_t optional, ngx_uint_t *n,
+    ngx_http_presence_json_t *w);
+void ngx_http_presence_api_statuses(ngx_http_presence_json_t *w,
+    ngx_http_presence_main_conf_t *pmcf, int64_t *ids, int64_t *last,
+    ngx_uint_t n, time_t now);
 
 
 #endif /* _NGX_HTTP_PRESENCE_API_H_INCLUDED_ */

@@ -157,7 +157,20 @@ static ngx_http_presence_metric_t  ngx_http_presence_metrics_table[] = {
     NGX_HTTP_PRESENCE_GAUGE("warm_start_loaded_sessions",
       "Sessions the warm start loaded into the zone.", warm_loaded),
     NGX_HTTP_PRESENCE_GAUGE("warm_start_seconds",
-      "How long the warm start took.", warm_seconds)
+      "How long the warm start took.", warm_seconds),
+    NGX_HTTP_PRESENCE_GAUGE("stream_subscribers",
+      "Open GET stream connections, all workers.", subscribers),
+    NGX_HTTP_PRESENCE_GAUGE("stream_subscriber_bytes",
+      "Memory the subscribers' watch lists and cursors hold.",
+      subscriber_bytes),
+    NGX_HTTP_PRESENCE_COUNTER("stream_transitions_total",
+      "Status transitions written to the zone's change log.",
+      events_logged),
+    NGX_HTTP_PRESENCE_COUNTER("stream_events_sent_total",
+      "presence events written to subscribers.", events_sent),
+    NGX_HTTP_PRESENCE_COUNTER("stream_slow_client_drops_total",
+      "Subscribers dropped: more than presence_stream_backlog unsent.",
+      slow_drops)
 };
 
 

@@ -41,6 +41,10 @@ static ngx_conf_num_bounds_t  ngx_http_presence_max_sessions_bounds = {
     ngx_conf_check_num_bounds, 0, 65535
 };
 
+static ngx_conf_num_bounds_t  ngx_http_presence_stream_ids_bounds = {
+    ngx_conf_check_num_bounds, 1, 100000
+};
+
 
 static ngx_command_t  ngx_http_presence_commands[] = {
 
@@ -98,6 +102,27 @@ static ngx_command_t  ngx_http_presence_commands[] = {
       ngx_conf_set_sec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_presence_main_conf_t, session_timeout),
+      NULL },
+
+    { ngx_string("presence_stream_max_ids"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_presence_main_conf_t, stream_max_ids),
+      &ngx_http_presence_stream_ids_bounds },
+
+    { ngx_string("presence_stream_heartbeat"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_presence_main_conf_t, stream_heartbeat),
+      NULL },
+
+    { ngx_string("presence_stream_backlog"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_presence_main_conf_t, stream_backlog),
       NULL },
 
     { ngx_string("presence_max_sessions_per_user"),
@@ -336,6 +361,9 @@ ngx_http_presence_create_main_conf(ngx_conf_t *cf)
     pmcf->session_timeout = NGX_CONF_UNSET;
     pmcf->cleanup_interval = NGX_CONF_UNSET_MSEC;
     pmcf->max_sessions = NGX_CONF_UNSET_UINT;
+    pmcf->stream_max_ids = NGX_CONF_UNSET_UINT;
+    pmcf->stream_heartbeat = NGX_CONF_UNSET_MSEC;
+    pmcf->stream_backlog = NGX_CONF_UNSET_SIZE;
     pmcf->flush_interval = NGX_CONF_UNSET_MSEC;
     pmcf->profile_ttl = NGX_CONF_UNSET;
     pmcf->cluster = NGX_CONF_UNSET;
@@ -369,8 +397,14 @@ ngx_http_presence_init_main_conf(ngx_conf_t *cf, void *conf)
 
     if (pmcf->shm_zone) {
         ngx_http_presence_store_configure(pmcf->shm_zone->data,
-                                          pmcf->max_sessions);
+                                          pmcf->max_sessions,
+                                          t[NGX_HTTP_PRESENCE_ONLINE],
+                                          t[NGX_HTTP_PRESENCE_RECENT]);
     }
+
+    ngx_conf_init_uint_value(pmcf->stream_max_ids, 1000);
+    ngx_conf_init_msec_value(pmcf->stream_heartbeat, 15000);
+    ngx_conf_init_size_value(pmcf->stream_backlog, 64 * 1024);
 
     ngx_conf_init_msec_value(pmcf->flush_interval, 1000);
     ngx_conf_init_value(pmcf->profile_ttl, 300);

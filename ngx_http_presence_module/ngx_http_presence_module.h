@@ -65,6 +65,10 @@ typedef struct {
     ngx_str_t                       node;
     ngx_http_presence_flusher_t    *flusher;     /* this worker's */
 
+    ngx_uint_t                      stream_max_ids;
+    ngx_msec_t                      stream_heartbeat;
+    size_t                          stream_backlog;
+
     ngx_uint_t                      used;        /* presence or the API */
 
     ngx_http_presence_jwt_t         jwt;

@@ -26,7 +26,7 @@
 
 
 #define NGX_HTTP_PRESENCE_ZONE_MAGIC    0x50524553  /* "PRES" */
-#define NGX_HTTP_PRESENCE_ZONE_VERSION  4
+#define NGX_HTTP_PRESENCE_ZONE_VERSION  5
 
 #define NGX_HTTP_PRESENCE_NIL           0xffffffff
 
@@ -38,6 +38,14 @@
 
 #define NGX_HTTP_PRESENCE_PROFILE_MISSING  0x01   /* no row in "users" */
 #define NGX_HTTP_PRESENCE_PROFILE_INACTIVE 0x02   /* users.is_active false */
+
+/* a user's last status in the change log: bits 4-5 of its flags */
+#define NGX_HTTP_PRESENCE_STATUS_SHIFT  4
+#define NGX_HTTP_PRESENCE_STATUS_MASK   0x30
+
+#define ngx_http_presence_user_status(user)                                  \
+    (((user)->flags & NGX_HTTP_PRESENCE_STATUS_MASK)                         \
+     >> NGX_HTTP_PRESENCE_STATUS_SHIFT)
 
 
 /*
@@ -192,6 +200,20 @@ typedef struct {
     uint64_t                        ring_overflows;
     uint64_t                        ua_failures;
     uint64_t                        resets;
+
+    /*
+     * the change log: a ring of status transitions, log[seq % nlog]; seq
+     * goes on from log_base (the zone's creation time, so that an event id
+     * of an earlier zone is never taken for one of this zone's)
+     */
+    ngx_http_presence_event_t      *log;
+    uint64_t                        nlog;
+    uint64_t                        log_base;
+    ngx_atomic_t                    log_head;    /* the last seq written */
+    int64_t                         aged[2];     /* the clock at the last */
+                                                 /* ageing, per threshold */
+    ngx_atomic_t                    stream[NGX_HTTP_PRESENCE_STREAM_STATS];
+
     /* the request path's counters: one line per worker, no sharing */
     ngx_http_presence_counters_t    counters[NGX_HTTP_PRESENCE_SLOTS];
 
@@ -214,6 +236,8 @@ struct ngx_http_presence_zone_s {
     ngx_str_t                       name;
     ngx_uint_t                      ring;        /* ring=N, 0: default */
     ngx_uint_t                      max_sessions;  /* a user's, 0: any */
+    time_t                          online;      /* the thresholds that */
+    time_t                          recent;      /* statuses follow */
 };
 
 
@@ -228,6 +252,10 @@ struct ngx_http_presence_zone_s {
 
 #define NGX_HTTP_PRESENCE_ZONE_MIN      (1024 * 1024)
 #define NGX_HTTP_PRESENCE_ZONE_MAX      ((uint64_t) 32 * 1024 * 1024 * 1024)
+
+/* the change log's bounds, in events */
+#define NGX_HTTP_PRESENCE_LOG_MIN       64
+#define NGX_HTTP_PRESENCE_LOG_MAX       (1024 * 1024)
 
 /* rows of the warm start merged in one hold of the lock */
 #define NGX_HTTP_PRESENCE_WARM_SLICE    2000
@@ -278,6 +306,11 @@ static uint32_t ngx_http_presence_oldest(ngx_http_presence_shm_t *sh,
     ngx_http_presence_user_t *user);
 static ngx_uint_t ngx_http_presence_room(ngx_http_presence_zone_t *zone,
     u_char *id, time_t timeout);
+static ngx_uint_t ngx_http_presence_status_of(ngx_http_presence_zone_t *zone,
+    int64_t last_ms);
+static void ngx_http_presence_set_status(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_user_t *user, ngx_uint_t status);
+static void ngx_http_presence_age(ngx_http_presence_zone_t *zone);
 static void ngx_http_presence_forget(ngx_http_presence_zone_t *zone,
     u_char *id, int64_t last_ms);
 static void ngx_http_presence_ring_add(ngx_http_presence_shm_t *sh,
@@ -343,7 +376,7 @@ static void ngx_http_presence_q_unlink(ngx_http_presence_shm_t *sh,
 static uint32_t ngx_http_presence_slot_first(ngx_http_presence_shm_t *sh,
     int64_t t);
 static uint32_t ngx_http_presence_q_find(ngx_http_presence_zone_t *zone,
-    int64_t t);
+    int64_t t, ngx_uint_t placed);
 static int64_t ngx_http_presence_latest(ngx_http_presence_zone_t *zone,
     int64_t lo, int64_t hi, ngx_uint_t n);
 static uint32_t ngx_http_presence_q_rank(ngx_http_presence_zone_t *zone,
@@ -614,6 +647,25 @@ ngx_http_presence_layout(ngx_http_presence_zone_t *zone, ngx_str_t *name,
     if (sh->users_bit == NULL || sh->sessions_bit == NULL) {
         goto small;
     }
+
+    /* the change log: 1/128 of the zone, a power of two of events */
+
+    avail = shpool->pfree * ngx_pagesize;
+
+    for (sh->nlog = NGX_HTTP_PRESENCE_LOG_MIN;
+         sh->nlog < NGX_HTTP_PRESENCE_LOG_MAX
+         && 2 * sh->nlog * sizeof(ngx_http_presence_event_t) <= avail / 128;
+         sh->nlog *= 2)
+    { /* void */ }
+
+    sh->log = ngx_slab_calloc_locked(shpool,
+                       sh->nlog * sizeof(ngx_http_presence_event_t));
+    if (sh->log == NULL) {
+        goto small;
+    }
+
+    sh->log_base = (uint64_t) ngx_time() << 20;
+    sh->log_head = sh->log_base;
 
     /* whole pages are what is left; each array wastes at most one */
 
@@ -1262,7 +1314,12 @@ ngx_http_presence_record(ngx_http_presence_zone_t *zone,
         s = &sh->sessions[i];
     }
 
-    ngx_http_presence_user_active(zone, &sh->users[s->user], now_ms);
+    user = &sh->users[s->user];
+
+    ngx_http_presence_user_active(zone, user, now_ms);
+    ngx_http_presence_set_status(zone, user,
+                                 ngx_http_presence_status_of(zone,
+                                                             user->last_ms));
 
     if (!remote && s->last_ms > s->flushed_ms
         && !(s->flags & NGX_HTTP_PRESENCE_IN_RING))
@@ -1487,6 +1544,124 @@ ngx_http_presence_forget(ngx_http_presence_zone_t *zone, u_char *id,
     {
         ngx_http_presence_free_session(zone, i);
         zone->sh->expired++;
+    }
+}
+
+
+/* a user's status at the zone's clock, as the API tells it */
+
+static ngx_uint_t
+ngx_http_presence_status_of(ngx_http_presence_zone_t *zone, int64_t last_ms)
+{
+    int64_t  t;
+
+    t = last_ms / 1000;
+
+    if (t > zone->sh->clock - zone->online) {
+        return NGX_HTTP_PRESENCE_STATUS_ONLINE;
+    }
+
+    if (t > zone->sh->clock - zone->recent) {
+        return NGX_HTTP_PRESENCE_STATUS_RECENT;
+    }
+
+    return NGX_HTTP_PRESENCE_STATUS_OFFLINE;
+}
+
+
+/* a user's status changed: one event in the change log */
+
+static void
+ngx_http_presence_set_status(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_user_t *user, ngx_uint_t status)
+{
+    uint64_t                    seq;
+    ngx_time_t                 *tp;
+    ngx_http_presence_shm_t    *sh;
+    ngx_http_presence_event_t  *ev;
+
+    if (ngx_http_presence_user_status(user) == status) {
+        return;
+    }
+
+    user->flags = (user->flags & ~NGX_HTTP_PRESENCE_STATUS_MASK)
+                  | (status << NGX_HTTP_PRESENCE_STATUS_SHIFT);
+
+    sh = zone->sh;
+    tp = ngx_timeofday();
+
+    seq = sh->log_head + 1;
+    ev = &sh->log[seq & (sh->nlog - 1)];
+
+    ev->seq = seq;
+    ev->status = status;
+    ev->user_id = user->user_id;
+    ev->last_ms = user->last_ms;
+    ev->at_ms = (int64_t) tp->sec * 1000 + (int64_t) tp->msec;
+
+    /* readers without the lock see the head after the event */
+
+    ngx_memory_barrier();
+
+    sh->log_head = seq;
+}
+
+
+/*
+ * Ageing: the users who crossed a threshold since the last ageing are the
+ * part of the activity queue between the two cut-off seconds, found by a
+ * rank lookup and walked toward the tail; the cost is the transitions.
+ */
+
+static void
+ngx_http_presence_age(ngx_http_presence_zone_t *zone)
+{
+    int64_t                    clock, from, to;
+    uint32_t                   i;
+    ngx_uint_t                 k, status;
+    ngx_http_presence_shm_t   *sh;
+    ngx_http_presence_user_t  *user;
+
+    static ngx_uint_t  next[] = { NGX_HTTP_PRESENCE_STATUS_RECENT,
+                                  NGX_HTTP_PRESENCE_STATUS_OFFLINE };
+
+    sh = zone->sh;
+    clock = sh->clock;
+
+    for (k = 0; k < 2; k++) {
+
+        if (clock == sh->aged[k]) {
+            continue;
+        }
+
+        if (sh->aged[k] == 0 || clock < sh->aged[k]
+            || clock - sh->aged[k] > NGX_HTTP_PRESENCE_DAY)
+        {
+            sh->aged[k] = clock;    /* a new zone, or the clock stepped */
+            continue;
+        }
+
+        from = sh->aged[k] - (k ? zone->recent : zone->online);
+        to = clock - (k ? zone->recent : zone->online);
+
+        sh->aged[k] = clock;
+
+        for (i = ngx_http_presence_q_find(zone, to, 0);
+             i != NGX_HTTP_PRESENCE_NIL;
+             i = user->q_next)
+        {
+            user = &sh->users[i];
+
+            if (user->last_ms / 1000 <= from) {
+                break;
+            }
+
+            status = ngx_http_presence_user_status(user);
+
+            if (status > next[k]) {
+                ngx_http_presence_set_status(zone, user, next[k]);
+            }
+        }
     }
 }
 
@@ -1722,6 +1897,11 @@ ngx_http_presence_free_user(ngx_http_presence_zone_t *zone, uint32_t i)
 
     *p = user->hash_next;
 
+    /* its last session went: expired, cleaned, forgotten or evicted */
+
+    ngx_http_presence_set_status(zone, user,
+                                 NGX_HTTP_PRESENCE_STATUS_OFFLINE);
+
     ngx_http_presence_q_unlink(sh, i);
 
     if (user->last_ms / 1000 > sh->clock - NGX_HTTP_PRESENCE_DAY) {
@@ -1893,7 +2073,8 @@ ngx_http_presence_q_place(ngx_http_presence_zone_t *zone, uint32_t i)
         /* older than all: the warm start places users so, at the tail */
 
         next = (ngx_http_presence_second(sh, sh->q_tail) > t)
-               ? NGX_HTTP_PRESENCE_NIL : ngx_http_presence_q_find(zone, t);
+               ? NGX_HTTP_PRESENCE_NIL
+               : ngx_http_presence_q_find(zone, t, 1);
     }
 
     prev = (next == NGX_HTTP_PRESENCE_NIL) ? sh->q_tail
@@ -1963,7 +2144,8 @@ ngx_http_presence_latest(ngx_http_presence_zone_t *zone, int64_t lo,
  */
 
 static uint32_t
-ngx_http_presence_q_find(ngx_http_presence_zone_t *zone, int64_t t)
+ngx_http_presence_q_find(ngx_http_presence_zone_t *zone, int64_t t,
+    ngx_uint_t placed)
 {
     int64_t                   lo;
     uint32_t                  j;
@@ -1974,10 +2156,10 @@ ngx_http_presence_q_find(ngx_http_presence_zone_t *zone, int64_t t)
 
     /*
      * users in (t, clock]; t is before the head's second, so before now;
-     * the user being placed is counted already, at t: one more
+     * a user being placed is counted already, at t: one more
      */
 
-    later = ngx_http_presence_count(zone, sh->clock - t, 0) + 1;
+    later = ngx_http_presence_count(zone, sh->clock - t, 0) + placed;
 
     if (ngx_http_presence_count(zone, NGX_HTTP_PRESENCE_DAY, 0) > later) {
 
@@ -2352,13 +2534,18 @@ ngx_http_presence_store_name(ngx_http_presence_zone_t *zone)
 }
 
 
-/* what the store applies on its own: the per-user session cap */
+/*
+ * what the store applies on its own: the per-user session cap, and the
+ * thresholds of the statuses in the change log
+ */
 
 void
 ngx_http_presence_store_configure(ngx_http_presence_zone_t *zone,
-    ngx_uint_t max_sessions)
+    ngx_uint_t max_sessions, time_t online, time_t recent)
 {
     zone->max_sessions = max_sessions;
+    zone->online = online;
+    zone->recent = recent;
 }
 
 
@@ -2440,6 +2627,7 @@ ngx_http_presence_store_tick(ngx_http_presence_zone_t *zone, time_t online,
     sh = ngx_http_presence_store_lock(zone, log);
 
     ngx_http_presence_sample_peak(zone, online);
+    ngx_http_presence_age(zone);
 
     if (now >= sh->next_sweep) {
         (void) ngx_http_presence_expire(zone, timeout,
@@ -2808,6 +2996,11 @@ ngx_http_presence_store_stats(ngx_http_presence_zone_t *zone,
     st->warm_total = sh->warm_total;
     st->warm_loaded = sh->warm_loaded;
     st->warm_seconds = sh->warm_msec / 1000;
+    st->subscribers = sh->stream[NGX_HTTP_PRESENCE_STREAM_SUBSCRIBERS];
+    st->subscriber_bytes = sh->stream[NGX_HTTP_PRESENCE_STREAM_BYTES];
+    st->events_sent = sh->stream[NGX_HTTP_PRESENCE_STREAM_EVENTS];
+    st->slow_drops = sh->stream[NGX_HTTP_PRESENCE_STREAM_DROPS];
+    st->events_logged = sh->log_head - sh->log_base;
 
     ngx_http_presence_unlock(zone);
 }
@@ -3362,6 +3555,104 @@ ngx_http_presence_store_stale_profiles(ngx_http_presence_zone_t *zone,
     ngx_http_presence_unlock(zone);
 
     return n;
+}
+
+
+/*
+ * The stream's snapshot: the watched users' last activity (-1: unknown),
+ * and the change log's head it is current with.
+ */
+
+time_t
+ngx_http_presence_store_snapshot(ngx_http_presence_zone_t *zone,
+    int64_t *ids, ngx_uint_t n, int64_t *last, uint64_t *head,
+    ngx_log_t *log)
+{
+    time_t                     now;
+    ngx_uint_t                 i;
+    ngx_http_presence_user_t  *user;
+
+    now = ngx_http_presence_store_lock(zone, log)->clock;
+
+    ngx_http_presence_age(zone);
+
+    for (i = 0; i < n; i++) {
+        user = ngx_http_presence_find_user(zone, ids[i]);
+        last[i] = user ? user->last_ms : -1;
+    }
+
+    *head = zone->sh->log_head;
+
+    ngx_http_presence_unlock(zone);
+
+    return now;
+}
+
+
+/* the change log's head, without the lock: has anything happened? */
+
+uint64_t
+ngx_http_presence_store_log_head(ngx_http_presence_zone_t *zone)
+{
+    return ((ngx_http_presence_shm_t *) zone->shpool->data)->log_head;
+}
+
+
+/*
+ * Up to "max" events after *cursor, oldest first, after ageing to now;
+ * *cursor moves past them.  NGX_DECLINED: events after *cursor are gone
+ * from the log (it moved on to the oldest still held), or *cursor is not
+ * an event of this zone.
+ */
+
+ngx_int_t
+ngx_http_presence_store_events(ngx_http_presence_zone_t *zone,
+    uint64_t *cursor, ngx_http_presence_event_t *events, ngx_uint_t max,
+    ngx_uint_t *n, ngx_log_t *log)
+{
+    uint64_t                   seq, head;
+    ngx_int_t                  rc;
+    ngx_http_presence_shm_t   *sh;
+
+    sh = ngx_http_presence_store_lock(zone, log);
+
+    ngx_http_presence_age(zone);
+
+    head = sh->log_head;
+    rc = NGX_OK;
+
+    if (*cursor > head || *cursor < sh->log_base) {
+        *cursor = head;
+        rc = NGX_DECLINED;
+
+    } else if (head - *cursor > sh->nlog) {
+        *cursor = head - sh->nlog;
+        rc = NGX_DECLINED;
+    }
+
+    for (*n = 0, seq = *cursor + 1; seq <= head && *n < max; seq++) {
+        events[(*n)++] = sh->log[seq & (sh->nlog - 1)];
+    }
+
+    *cursor = seq - 1;
+
+    ngx_http_presence_unlock(zone);
+
+    return rc;
+}
+
+
+/* the stream's numbers: subscribers, their bytes, events, drops */
+
+void
+ngx_http_presence_store_stream_stat(ngx_http_presence_zone_t *zone,
+    ngx_uint_t stat, ngx_atomic_int_t delta)
+{
+    ngx_http_presence_shm_t  *sh;
+
+    sh = zone->shpool->data;
+
+    (void) ngx_atomic_fetch_add(&sh->stream[stat], delta);
 }
 
 

@@ -157,7 +157,37 @@ typedef struct {
     uint64_t                        warm_total;
     uint64_t                        warm_loaded;
     uint64_t                        warm_seconds;
+    uint64_t                        subscribers;
+    uint64_t                        subscriber_bytes;
+    uint64_t                        events_sent;
+    uint64_t                        slow_drops;
+    uint64_t                        events_logged;
 } ngx_http_presence_store_stats_t;
+
+
+/* a user's status, as the API tells it and the change log records it */
+#define NGX_HTTP_PRESENCE_STATUS_OFFLINE  0
+#define NGX_HTTP_PRESENCE_STATUS_RECENT   1
+#define NGX_HTTP_PRESENCE_STATUS_ONLINE   2
+
+
+/* a transition in the zone's change log */
+
+typedef struct {
+    uint64_t                        seq;         /* the event's id */
+    int64_t                         user_id;
+    int64_t                         last_ms;     /* last seen */
+    int64_t                         at_ms:62;    /* when */
+    uint64_t                        status:2;
+} ngx_http_presence_event_t;
+
+
+/* the stream's numbers in the zone */
+#define NGX_HTTP_PRESENCE_STREAM_SUBSCRIBERS  0
+#define NGX_HTTP_PRESENCE_STREAM_BYTES        1
+#define NGX_HTTP_PRESENCE_STREAM_EVENTS       2
+#define NGX_HTTP_PRESENCE_STREAM_DROPS        3
+#define NGX_HTTP_PRESENCE_STREAM_STATS        4
 
 
 /*
@@ -260,7 +290,7 @@ char *ngx_http_presence_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
 ngx_str_t *ngx_http_presence_store_name(ngx_http_presence_zone_t *zone);
 void ngx_http_presence_store_configure(ngx_http_presence_zone_t *zone,
-    ngx_uint_t max_sessions);
+    ngx_uint_t max_sessions, time_t online, time_t recent);
 
 /* the request path */
 void ngx_http_presence_store_touch(ngx_http_presence_zone_t *zone,
@@ -323,6 +353,17 @@ ngx_int_t ngx_http_presence_store_warm_merge(ngx_http_presence_zone_t *zone,
 ngx_uint_t ngx_http_presence_store_stale_profiles(
     ngx_http_presence_zone_t *zone, time_t ttl, int64_t *ids,
     ngx_uint_t max, ngx_uint_t scan, ngx_log_t *log);
+/* the stream */
+time_t ngx_http_presence_store_snapshot(ngx_http_presence_zone_t *zone,
+    int64_t *ids, ngx_uint_t n, int64_t *last, uint64_t *head,
+    ngx_log_t *log);
+uint64_t ngx_http_presence_store_log_head(ngx_http_presence_zone_t *zone);
+ngx_int_t ngx_http_presence_store_events(ngx_http_presence_zone_t *zone,
+    uint64_t *cursor, ngx_http_presence_event_t *events, ngx_uint_t max,
+    ngx_uint_t *n, ngx_log_t *log);
+void ngx_http_presence_store_stream_stat(ngx_http_presence_zone_t *zone,
+    ngx_uint_t stat, ngx_atomic_int_t delta);
+
 ngx_uint_t ngx_http_presence_store_user(ngx_http_presence_zone_t *zone,
     int64_t user_id, ngx_log_t *log);
 void ngx_http_presence_store_set_profiles(ngx_http_presence_zone_t *zone,

@@ -39,6 +39,7 @@ typedef struct {
     int64_t                         exp;
     uint32_t                        matched;
     u_char                          session_id[NGX_HTTP_PRESENCE_ID_LEN];
+    void                           *stream;      /* GET stream's subscriber */
 } ngx_http_presence_ctx_t;
 
 

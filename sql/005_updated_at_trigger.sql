@@ -6,6 +6,8 @@
 -- row before included.  The module sets updated_at and node on each of its
 -- own writes and keeps its name.  Idempotent.
 
+SET client_min_messages = warning;
+
 BEGIN;
 
 CREATE OR REPLACE FUNCTION presence_user_sessions_written()

@@ -143,6 +143,28 @@ is(pg_value('SELECT count(*) FROM user_sessions WHERE user_id = 2 AND is_active'
 like(eventually($b, '/api/v1/online/stats', qr/"peak_users_today":1004,/),
      qr/"peak_users_today":1004,/, 'today\'s peak is the cluster\'s');
 
+# a stream on B tells transitions of activity recorded on A
+
+my $file = $b->root . '/stream.out';
+my $curl = fork // die;
+if ($curl == 0) {
+    open STDERR, '>', '/dev/null';
+    exec 'curl', '-sN', '-m', '15', '-o', $file, '-H',
+         'Authorization: Bearer ' . tok(1),
+         'http://127.0.0.1:' . $b->port . '/api/v1/online/stream?user_ids=2999';
+}
+$deadline = time + 5;
+sleep 0.1 until -s $file || time > $deadline;
+like(`cat $file`, qr/event: snapshot\n/, 'a stream on B');
+$a->get('/app/x', tok(2999));
+$deadline = time + 8;
+sleep 0.2 until `cat $file` =~ /"user_id":2999,"status":"online"/
+                || time > $deadline;
+like(`cat $file`, qr/event: presence\ndata: \{"user_id":2999,"status":"online"/,
+     'B\'s stream tells that user 2999 came online on A');
+kill 'TERM', $curl;
+waitpid $curl, 0;
+
 unlike($a->log . $b->log, qr/\[alert\]|\[crit\]/, 'no alerts');
 
 $a->stop;
