@@ -338,6 +338,8 @@ static ngx_int_t ngx_http_presence_layout(ngx_http_presence_zone_t *zone,
     ngx_str_t *name, ngx_log_t *log);
 static ngx_int_t ngx_http_presence_layout_arrays(ngx_slab_pool_t *shpool,
     ngx_http_presence_shm_t *sh);
+static ngx_int_t ngx_http_presence_layout_log(ngx_slab_pool_t *shpool,
+    ngx_http_presence_shm_t *sh);
 static ngx_int_t ngx_http_presence_layout_slots(ngx_slab_pool_t *shpool,
     ngx_http_presence_shm_t *sh);
 static void ngx_http_presence_layout_ua(ngx_slab_pool_t *shpool,
@@ -648,24 +650,9 @@ ngx_http_presence_layout(ngx_http_presence_zone_t *zone, ngx_str_t *name,
         goto small;
     }
 
-    /* the change log: 1/128 of the zone, a power of two of events */
-
-    avail = shpool->pfree * ngx_pagesize;
-
-    for (sh->nlog = NGX_HTTP_PRESENCE_LOG_MIN;
-         sh->nlog < NGX_HTTP_PRESENCE_LOG_MAX
-         && 2 * sh->nlog * sizeof(ngx_http_presence_event_t) <= avail / 128;
-         sh->nlog *= 2)
-    { /* void */ }
-
-    sh->log = ngx_slab_calloc_locked(shpool,
-                       sh->nlog * sizeof(ngx_http_presence_event_t));
-    if (sh->log == NULL) {
+    if (ngx_http_presence_layout_log(shpool, sh) != NGX_OK) {
         goto small;
     }
-
-    sh->log_base = (uint64_t) ngx_time() << 20;
-    sh->log_head = sh->log_base;
 
     /* whole pages are what is left; each array wastes at most one */
 
@@ -779,6 +766,39 @@ ngx_http_presence_layout_arrays(ngx_slab_pool_t *shpool,
     sh->q_head = NGX_HTTP_PRESENCE_NIL;
     sh->q_tail = NGX_HTTP_PRESENCE_NIL;
     sh->clock = ngx_time();
+
+    return NGX_OK;
+}
+
+
+/*
+ * The change log: 1/128 of the zone, a power of two of events.  Its ids
+ * start from the zone's creation time, so that an id given by an earlier
+ * zone is never taken for one of this zone's.
+ */
+
+static ngx_int_t
+ngx_http_presence_layout_log(ngx_slab_pool_t *shpool,
+    ngx_http_presence_shm_t *sh)
+{
+    size_t  avail;
+
+    avail = shpool->pfree * ngx_pagesize;
+
+    for (sh->nlog = NGX_HTTP_PRESENCE_LOG_MIN;
+         sh->nlog < NGX_HTTP_PRESENCE_LOG_MAX
+         && 2 * sh->nlog * sizeof(ngx_http_presence_event_t) <= avail / 128;
+         sh->nlog *= 2)
+    { /* void */ }
+
+    sh->log = ngx_slab_calloc_locked(shpool,
+                       sh->nlog * sizeof(ngx_http_presence_event_t));
+    if (sh->log == NULL) {
+        return NGX_ERROR;
+    }
+
+    sh->log_base = (uint64_t) ngx_time() << 20;
+    sh->log_head = sh->log_base;
 
     return NGX_OK;
 }
@@ -2067,14 +2087,17 @@ ngx_http_presence_q_place(ngx_http_presence_zone_t *zone, uint32_t i)
     t = ngx_http_presence_second(sh, i);
     next = sh->q_head;
 
-    if (next != NGX_HTTP_PRESENCE_NIL
-        && ngx_http_presence_second(sh, next) > t)
-    {
-        /* older than all: the warm start places users so, at the tail */
+    if (next != NGX_HTTP_PRESENCE_NIL) {
 
-        next = (ngx_http_presence_second(sh, sh->q_tail) > t)
-               ? NGX_HTTP_PRESENCE_NIL
-               : ngx_http_presence_q_find(zone, t, 1);
+        if (sh->users[sh->q_tail].last_ms > sh->users[i].last_ms) {
+
+            /* older than all: the warm start places users so */
+
+            next = NGX_HTTP_PRESENCE_NIL;
+
+        } else if (ngx_http_presence_second(sh, next) > t) {
+            next = ngx_http_presence_q_find(zone, t, 1);
+        }
     }
 
     prev = (next == NGX_HTTP_PRESENCE_NIL) ? sh->q_tail

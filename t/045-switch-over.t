@@ -226,7 +226,7 @@ sub matches_table {
                             created_at => $_->{created_at},
                             last_activity => $_->{last_activity} } }
                     @{ $mine->{sessions} } ],
-                  table_sessions($u), "$what: member $u's sessions");
+                  table_sessions($u), "$what: member ${u}'s sessions");
     }
 }
 

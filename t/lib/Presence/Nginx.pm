@@ -46,7 +46,8 @@ sub free_port {
 sub new {
     my ($class, %o) = @_;
     my $self = bless {
-        name => 'n', workers => 1, http => '', main => '', %o,
+        name => 'n', workers => 1, http => '', main => '', connections => 256,
+        %o,
     }, $class;
     $self->{port} //= free_port();
     $self->{backend} //= free_port();
@@ -78,7 +79,7 @@ daemon on;
 error_log logs/error.log $self->{log_level};
 pid logs/nginx.pid;
 $self->{main}
-events { worker_connections 256; accept_mutex off; }
+events { worker_connections $self->{connections}; accept_mutex off; }
 http {
     access_log off;
     default_type text/plain;
