@@ -72,7 +72,7 @@ static void ngx_http_presence_api_arg_error(ngx_http_presence_json_t *w,
     ngx_uint_t first, const char *name, const char *type, const char *msg,
     ngx_str_t *input, const char *ctx, ngx_int_t bound);
 static ngx_int_t ngx_http_presence_api_arg(ngx_http_request_t *r,
-    const char *name, ngx_str_t *value);
+    ngx_pool_t *pool, const char *name, ngx_str_t *value);
 static ngx_int_t ngx_http_presence_api_count(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf);
 static ngx_int_t ngx_http_presence_api_users(ngx_http_request_t *r,
@@ -441,13 +441,13 @@ ngx_http_presence_api_send(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
-/* the last value of a query parameter, percent-decoded */
+/* the last value of a query parameter, percent-decoded, in "pool" */
 
 static ngx_int_t
-ngx_http_presence_api_arg(ngx_http_request_t *r, const char *name,
-    ngx_str_t *value)
+ngx_http_presence_api_arg(ngx_http_request_t *r, ngx_pool_t *pool,
+    const char *name, ngx_str_t *value)
 {
-    value->data = ngx_pnalloc(r->pool, r->args.len + 1);
+    value->data = ngx_pnalloc(pool, r->args.len + 1);
     if (value->data == NULL) {
         return NGX_ERROR;
     }
@@ -483,7 +483,7 @@ ngx_http_presence_api_args(ngx_http_request_t *r,
 
     for (i = 0; i < n; i++) {
 
-        rc = ngx_http_presence_api_arg(r, params[i].name, &value);
+        rc = ngx_http_presence_api_arg(r, r->pool, params[i].name, &value);
 
         if (rc == NGX_ERROR) {
             w->error = 1;
@@ -953,7 +953,7 @@ ngx_http_presence_api_ids(ngx_http_request_t *r, int64_t *ids,
 
     *n = 0;
 
-    rc = ngx_http_presence_api_arg(r, "user_ids", &value);
+    rc = ngx_http_presence_api_arg(r, w->pool, "user_ids", &value);
 
     if (rc == NGX_ERROR) {
         return NGX_ERROR;
@@ -982,7 +982,7 @@ ngx_http_presence_api_ids(ngx_http_request_t *r, int64_t *ids,
         break;
 
     case NGX_HTTP_PRESENCE_IDS_TOO_MANY:
-        p = ngx_pnalloc(r->pool, sizeof("Value error, at most  user ids")
+        p = ngx_pnalloc(w->pool, sizeof("Value error, at most  user ids")
                                  + NGX_INT_T_LEN);
         if (p == NULL) {
             return NGX_ERROR;

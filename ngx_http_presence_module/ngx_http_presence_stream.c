@@ -151,6 +151,8 @@ ngx_http_presence_stream(ngx_http_request_t *r,
     int64_t                      *ids;
     ngx_int_t                     rc;
     ngx_uint_t                    i, n;
+    ngx_pool_t                   *pool;
+    ngx_pool_cleanup_t           *cln;
     ngx_http_presence_json_t      w;
     ngx_http_presence_sub_t      *sub;
     ngx_http_presence_streams_t  *st;
@@ -163,15 +165,41 @@ ngx_http_presence_stream(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_http_presence_json_init(&w, r->pool, 512);
+    /*
+     * parsed in a pool of its own: a subscriber keeps nothing of it (a 422
+     * body goes out of it, and it goes with the request)
+     */
+
+    pool = ngx_create_pool(1024, r->connection->log);
+    if (pool == NULL) {
+        ngx_free(ids);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_presence_json_init(&w, pool, 512);
 
     rc = ngx_http_presence_api_ids(r, ids, pmcf->stream_max_ids, 1, &n, &w);
 
-    if (rc == NGX_ERROR || rc == NGX_DECLINED) {
+    if (rc == NGX_DECLINED) {
         ngx_free(ids);
-        return (rc == NGX_ERROR) ? NGX_HTTP_INTERNAL_SERVER_ERROR
-                                 : ngx_http_presence_api_send(r,
-                                                 NGX_HTTP_PRESENCE_422, &w);
+
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            ngx_destroy_pool(pool);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        cln->handler = (ngx_pool_cleanup_pt) ngx_destroy_pool;
+        cln->data = pool;
+
+        return ngx_http_presence_api_send(r, NGX_HTTP_PRESENCE_422, &w);
+    }
+
+    ngx_destroy_pool(pool);
+
+    if (rc == NGX_ERROR) {
+        ngx_free(ids);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (rc == NGX_DONE) {
@@ -328,7 +356,9 @@ ngx_http_presence_stream_resume(ngx_http_request_t *r,
 {
     off_t                         id;
     uint64_t                      cursor;
+    ngx_int_t                     rc;
     ngx_uint_t                    i, n;
+    ngx_pool_t                   *pool;
     ngx_list_part_t              *part;
     ngx_table_elt_t              *h;
     ngx_http_presence_json_t      w;
@@ -370,7 +400,12 @@ ngx_http_presence_stream_resume(ngx_http_request_t *r,
 
     cursor = (uint64_t) id;
 
-    ngx_http_presence_json_init(&w, r->pool, 1024);
+    pool = ngx_create_pool(4096, r->connection->log);
+    if (pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_presence_json_init(&w, pool, 1024);
 
     do {
         if (ngx_http_presence_store_events(st->zone, &cursor, st->events,
@@ -381,6 +416,7 @@ ngx_http_presence_stream_resume(ngx_http_request_t *r,
             ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                            "presence stream: Last-Event-ID %O is not held, "
                            "a snapshot", id);
+            ngx_destroy_pool(pool);
             return NGX_DECLINED;
         }
 
@@ -396,7 +432,11 @@ ngx_http_presence_stream_resume(ngx_http_request_t *r,
 
     sub->cursor = cursor;
 
-    if (ngx_http_presence_stream_write(sub, &w) != NGX_OK) {
+    rc = ngx_http_presence_stream_write(sub, &w);
+
+    ngx_destroy_pool(pool);
+
+    if (rc != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -417,6 +457,7 @@ ngx_http_presence_stream_snapshot(ngx_http_presence_sub_t *sub)
     uint64_t                      head;
     ngx_int_t                     rc;
     ngx_uint_t                    i;
+    ngx_pool_t                   *pool;
     ngx_http_request_t           *r;
     ngx_http_presence_json_t      w;
     ngx_http_presence_streams_t  *st;
@@ -424,7 +465,12 @@ ngx_http_presence_stream_snapshot(ngx_http_presence_sub_t *sub)
     st = &ngx_http_presence_streams;
     r = sub->r;
 
-    ngx_http_presence_json_init(&w, r->pool, 512);
+    pool = ngx_create_pool(4096, r->connection->log);
+    if (pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_presence_json_init(&w, pool, 512);
     ngx_http_presence_json_lit(&w, NGX_HTTP_PRESENCE_STREAM_RETRY);
 
     if (sub->aggregate) {
@@ -435,11 +481,15 @@ ngx_http_presence_stream_snapshot(ngx_http_presence_sub_t *sub)
         ngx_http_presence_stream_counts(&w, "snapshot", sub->cursor,
                                         &sub->counts);
 
-        return ngx_http_presence_stream_write(sub, &w);
+        rc = ngx_http_presence_stream_write(sub, &w);
+        ngx_destroy_pool(pool);
+
+        return rc;
     }
 
     ids = ngx_alloc(2 * sub->nids * sizeof(int64_t), r->connection->log);
     if (ids == NULL) {
+        ngx_destroy_pool(pool);
         return NGX_ERROR;
     }
 
@@ -462,6 +512,8 @@ ngx_http_presence_stream_snapshot(ngx_http_presence_sub_t *sub)
     ngx_free(ids);
 
     rc = ngx_http_presence_stream_write(sub, &w);
+
+    ngx_destroy_pool(pool);
 
     return rc;
 }

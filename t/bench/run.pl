@@ -465,6 +465,12 @@ $n->stop;
 note('JWT verification');
 my $jwt = `NGINX_BIN=$ENV{NGINX_BIN} SO=$ENV{SO} BENCH_SECONDS=2 t/bench/jwt.sh 2>&1`;
 
+# 7. GET stream: 10 000 streams
+
+note('GET stream');
+my $stream = `perl t/bench/stream.pl`;
+die "bench: the stream bench failed\n" if $?;
+
 # ---------------------------------------------------------------------
 # the report
 
@@ -512,6 +518,8 @@ $md .= sprintf "\nZone: %d bytes hold %d sessions: %.1f bytes per "
               $size, $cap, $size / $cap, $held;
 
 $md .= "\nJWT verification (t/bench/jwt.sh):\n\n$jwt";
+
+$md .= "\n$stream";
 
 open my $fh, '>', "$out/results.md" or die $!;
 print $fh $md;
