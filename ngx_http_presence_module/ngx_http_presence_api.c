@@ -76,18 +76,24 @@ static ngx_int_t ngx_http_presence_api_arg(ngx_http_request_t *r,
 static ngx_int_t ngx_http_presence_api_count(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf);
 static ngx_int_t ngx_http_presence_api_users(ngx_http_request_t *r,
-    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf);
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf,
+    ngx_http_presence_ctx_t *ctx);
 static ngx_int_t ngx_http_presence_api_stats(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf);
 static ngx_int_t ngx_http_presence_api_sessions(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf,
     ngx_http_presence_ctx_t *ctx);
 static ngx_int_t ngx_http_presence_api_status(ngx_http_request_t *r,
-    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf);
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf,
+    ngx_http_presence_ctx_t *ctx);
 static ngx_int_t ngx_http_presence_api_cleanup(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf);
 static void ngx_http_presence_api_user(ngx_http_presence_json_t *w,
-    ngx_http_presence_user_info_t *user, time_t online);
+    ngx_http_presence_user_info_t *user, time_t online,
+    ngx_http_presence_viewer_t *viewer);
+static void ngx_http_presence_api_seen(ngx_http_presence_json_t *w,
+    int64_t user_id, int64_t last_ms, time_t online, time_t recent,
+    ngx_http_presence_viewer_t *viewer);
 static void ngx_http_presence_api_session(ngx_http_presence_json_t *w,
     ngx_http_presence_session_info_t *s, ngx_http_presence_ctx_t *ctx);
 static int ngx_libc_cdecl ngx_http_presence_api_user_first(const void *one,
@@ -264,7 +270,7 @@ ngx_http_presence_api_handler(ngx_http_request_t *r)
         return ngx_http_presence_api_count(r, zone, pmcf);
 
     case NGX_HTTP_PRESENCE_API_USERS:
-        return ngx_http_presence_api_users(r, zone, pmcf);
+        return ngx_http_presence_api_users(r, zone, pmcf, ctx);
 
     case NGX_HTTP_PRESENCE_API_STATS:
         return ngx_http_presence_api_stats(r, zone, pmcf);
@@ -273,7 +279,7 @@ ngx_http_presence_api_handler(ngx_http_request_t *r)
         return ngx_http_presence_api_sessions(r, zone, pmcf, ctx);
 
     case NGX_HTTP_PRESENCE_API_STATUS:
-        return ngx_http_presence_api_status(r, zone, pmcf);
+        return ngx_http_presence_api_status(r, zone, pmcf, ctx);
 
     case NGX_HTTP_PRESENCE_API_STREAM:
         return ngx_http_presence_stream(r, zone, pmcf, ctx);
@@ -622,13 +628,17 @@ ngx_http_presence_api_count(ngx_http_request_t *r,
 
 static ngx_int_t
 ngx_http_presence_api_users(ngx_http_request_t *r,
-    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf)
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf,
+    ngx_http_presence_ctx_t *ctx)
 {
-    u_char                     *area;
-    size_t                      size;
-    ngx_uint_t                  k, tries;
-    ngx_http_presence_json_t    w;
-    ngx_http_presence_page_t    page;
+    u_char                      *area;
+    size_t                       size;
+    int64_t                     *ids;
+    ngx_int_t                    rc;
+    ngx_uint_t                   k, tries;
+    ngx_http_presence_json_t     w;
+    ngx_http_presence_page_t     page;
+    ngx_http_presence_viewer_t   viewer;
     ngx_http_presence_param_t   params[] = {
         { "limit", 1, 100, 50 },
         { "offset", 0, -1, 0 },
@@ -645,6 +655,7 @@ ngx_http_presence_api_users(ngx_http_request_t *r,
     page.offset = params[1].value;
     page.threshold = params[2].value * 60;
     page.timeout = pmcf->session_timeout;
+    page.visible_only = 1;              /* with presence_privacy_column */
 
     page.users = ngx_palloc(r->pool, page.limit
                                   * sizeof(ngx_http_presence_user_info_t));
@@ -688,6 +699,27 @@ ngx_http_presence_api_users(ngx_http_request_t *r,
     ngx_qsort(page.users, page.nusers, sizeof(ngx_http_presence_user_info_t),
               ngx_http_presence_api_user_first);
 
+    /* a page is a lookup of its users: presence_lookup_limit */
+
+    if (pmcf->lookup_limit && page.nusers) {
+        ids = ngx_palloc(r->pool, page.nusers * sizeof(int64_t));
+        if (ids == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        for (k = 0; k < page.nusers; k++) {
+            ids[k] = page.users[k].user_id;
+        }
+
+        rc = ngx_http_presence_api_lookup(r, zone, ctx->user_id, ids,
+                                          page.nusers);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    ngx_http_presence_api_viewer(r, zone, pmcf, ctx->user_id, &viewer);
+
     /* one buffer for the whole answer */
 
     ngx_http_presence_json_init(&w, r->pool,
@@ -701,7 +733,8 @@ ngx_http_presence_api_users(ngx_http_request_t *r,
         }
 
         ngx_http_presence_api_user(&w, &page.users[k], page.now
-                                - pmcf->thresholds[NGX_HTTP_PRESENCE_ONLINE]);
+                                - pmcf->thresholds[NGX_HTTP_PRESENCE_ONLINE],
+                                &viewer);
     }
 
     ngx_http_presence_json_lit(&w, "],\"count\":");
@@ -722,8 +755,10 @@ ngx_http_presence_api_users(ngx_http_request_t *r,
 
 static void
 ngx_http_presence_api_user(ngx_http_presence_json_t *w,
-    ngx_http_presence_user_info_t *user, time_t online)
+    ngx_http_presence_user_info_t *user, time_t online,
+    ngx_http_presence_viewer_t *viewer)
 {
+    int64_t     last;
     ngx_uint_t  f;
 
     static const char  *names[] = {
@@ -744,12 +779,27 @@ ngx_http_presence_api_user(ngx_http_presence_json_t *w,
         }
     }
 
+    /* others see last_seen in buckets, or not at all (reciprocity) */
+
+    last = user->last_ms;
+
+    if (user->user_id != viewer->caller && viewer->precision) {
+        last -= last % (viewer->precision * 1000);
+    }
+
     ngx_http_presence_json_lit(w, ",\"last_seen\":");
-    ngx_http_presence_json_time(w, user->last_ms);
+
+    if (user->user_id != viewer->caller && viewer->no_last_seen) {
+        ngx_http_presence_json_lit(w, "null");
+
+    } else {
+        ngx_http_presence_json_time(w, last);
+    }
+
     ngx_http_presence_json_lit(w, ",\"session_count\":");
     ngx_http_presence_json_int(w, user->sessions);
 
-    if (user->last_ms / 1000 > online) {
+    if (last / 1000 > online) {
         ngx_http_presence_json_lit(w, ",\"status\":\"online\"}");
 
     } else {
@@ -1006,14 +1056,17 @@ ngx_http_presence_api_ids(ngx_http_request_t *r, int64_t *ids,
 
 static ngx_int_t
 ngx_http_presence_api_status(ngx_http_request_t *r,
-    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf)
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf,
+    ngx_http_presence_ctx_t *ctx)
 {
-    time_t                     now;
-    int64_t                    ids[NGX_HTTP_PRESENCE_API_MAX_IDS];
-    int64_t                    last[NGX_HTTP_PRESENCE_API_MAX_IDS];
-    ngx_int_t                  rc;
-    ngx_uint_t                 n;
-    ngx_http_presence_json_t   w;
+    u_char                      hidden[NGX_HTTP_PRESENCE_API_MAX_IDS];
+    time_t                      now;
+    int64_t                     ids[NGX_HTTP_PRESENCE_API_MAX_IDS];
+    int64_t                     last[NGX_HTTP_PRESENCE_API_MAX_IDS];
+    ngx_int_t                   rc;
+    ngx_uint_t                  n;
+    ngx_http_presence_json_t    w;
+    ngx_http_presence_viewer_t  viewer;
 
     ngx_http_presence_json_init(&w, r->pool, 4096);
 
@@ -1028,21 +1081,32 @@ ngx_http_presence_api_status(ngx_http_request_t *r,
         return ngx_http_presence_api_send(r, NGX_HTTP_PRESENCE_422, &w);
     }
 
-    now = ngx_http_presence_store_last_seen(zone, ids, n, last,
+    rc = ngx_http_presence_api_lookup(r, zone, ctx->user_id, ids, n);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ngx_http_presence_api_viewer(r, zone, pmcf, ctx->user_id, &viewer);
+
+    now = ngx_http_presence_store_last_seen(zone, ids, n, last, hidden,
                                             r->connection->log);
 
-    ngx_http_presence_api_statuses(&w, pmcf, ids, last, n, now);
+    ngx_http_presence_api_statuses(&w, pmcf, &viewer, ids, last, hidden, n,
+                                   now);
 
     return ngx_http_presence_api_send(r, NGX_HTTP_OK, &w);
 }
 
 
-/* {"statuses":{...},"timestamp":...}: last[i] < 0 for unknown users */
+/*
+ * {"statuses":{...},"timestamp":...}: last[i] < 0 for unknown users; a
+ * user who hides (hidden[i]) is offline to everyone but itself
+ */
 
 void
 ngx_http_presence_api_statuses(ngx_http_presence_json_t *w,
-    ngx_http_presence_main_conf_t *pmcf, int64_t *ids, int64_t *last,
-    ngx_uint_t n, time_t now)
+    ngx_http_presence_main_conf_t *pmcf, ngx_http_presence_viewer_t *viewer,
+    int64_t *ids, int64_t *last, u_char *hidden, ngx_uint_t n, time_t now)
 {
     ngx_uint_t  i;
 
@@ -1055,34 +1119,111 @@ ngx_http_presence_api_statuses(ngx_http_presence_json_t *w,
 
         ngx_http_presence_json_lit(w, "\"");
         ngx_http_presence_json_int(w, ids[i]);
+        ngx_http_presence_json_lit(w, "\":");
 
-        if (last[i] < 0) {
-            ngx_http_presence_json_lit(w, "\":{\"status\":\"offline\","
-                                          "\"last_seen\":null}");
-            continue;
-        }
-
-        if (last[i] / 1000 > now - pmcf->thresholds[NGX_HTTP_PRESENCE_ONLINE]) {
-            ngx_http_presence_json_lit(w, "\":{\"status\":\"online\"");
-
-        } else if (last[i] / 1000
-                   > now - pmcf->thresholds[NGX_HTTP_PRESENCE_RECENT])
-        {
-            ngx_http_presence_json_lit(w,
-                                       "\":{\"status\":\"recently_active\"");
-
-        } else {
-            ngx_http_presence_json_lit(w, "\":{\"status\":\"offline\"");
-        }
-
-        ngx_http_presence_json_lit(w, ",\"last_seen\":");
-        ngx_http_presence_json_time(w, last[i]);
-        ngx_http_presence_json_lit(w, "}");
+        ngx_http_presence_api_seen(w, ids[i],
+                                   (hidden[i] && ids[i] != viewer->caller)
+                                   ? -1 : last[i],
+                                   now - pmcf->thresholds[NGX_HTTP_PRESENCE_ONLINE],
+                                   now - pmcf->thresholds[NGX_HTTP_PRESENCE_RECENT],
+                                   viewer);
     }
 
     ngx_http_presence_json_lit(w, "},\"timestamp\":");
     ngx_http_presence_json_now(w);
     ngx_http_presence_json_lit(w, "}");
+}
+
+
+/* {"status":...,"last_seen":...} of one user, as the viewer may see it */
+
+static void
+ngx_http_presence_api_seen(ngx_http_presence_json_t *w, int64_t user_id,
+    int64_t last_ms, time_t online, time_t recent,
+    ngx_http_presence_viewer_t *viewer)
+{
+    if (last_ms < 0) {
+        ngx_http_presence_json_lit(w, "{\"status\":\"offline\","
+                                      "\"last_seen\":null}");
+        return;
+    }
+
+    if (user_id != viewer->caller && viewer->precision) {
+        last_ms -= last_ms % (viewer->precision * 1000);
+    }
+
+    if (last_ms / 1000 > online) {
+        ngx_http_presence_json_lit(w, "{\"status\":\"online\"");
+
+    } else if (last_ms / 1000 > recent) {
+        ngx_http_presence_json_lit(w, "{\"status\":\"recently_active\"");
+
+    } else {
+        ngx_http_presence_json_lit(w, "{\"status\":\"offline\"");
+    }
+
+    ngx_http_presence_json_lit(w, ",\"last_seen\":");
+
+    if (user_id != viewer->caller && viewer->no_last_seen) {
+        ngx_http_presence_json_lit(w, "null}");
+        return;
+    }
+
+    ngx_http_presence_json_time(w, last_ms);
+    ngx_http_presence_json_lit(w, "}");
+}
+
+
+/* the caller's view of others */
+
+void
+ngx_http_presence_api_viewer(ngx_http_request_t *r,
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf,
+    int64_t caller, ngx_http_presence_viewer_t *viewer)
+{
+    viewer->caller = caller;
+    viewer->precision = pmcf->last_seen_precision;
+    viewer->no_last_seen = pmcf->privacy_reciprocal
+                           && pmcf->privacy_column.len
+                           && ngx_http_presence_store_hides(zone, caller,
+                                                      r->connection->log);
+}
+
+
+/* presence_lookup_limit: NGX_OK, or the 429 answer's code */
+
+ngx_int_t
+ngx_http_presence_api_lookup(ngx_http_request_t *r,
+    ngx_http_presence_zone_t *zone, int64_t caller, int64_t *ids,
+    ngx_uint_t n)
+{
+    time_t            retry;
+    ngx_table_elt_t  *h;
+
+    if (ngx_http_presence_store_lookup(zone, caller, ids, n, &retry,
+                                       r->connection->log)
+        == NGX_OK)
+    {
+        return NGX_OK;
+    }
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->value.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+    if (h->value.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Retry-After");
+    h->value.len = ngx_sprintf(h->value.data, "%T", ngx_max(retry, 1))
+                   - h->value.data;
+
+    return ngx_http_presence_api_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
+                                       "Too Many Requests");
 }
 
 

@@ -186,6 +186,10 @@ ngx_http_presence_flusher_init(ngx_cycle_t *cycle,
     f->pmcf = pmcf;
     f->zone = pmcf->shm_zone->data;
 
+    if (ngx_http_presence_profiles_init(f, cycle->pool) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     f->pg.keywords = pmcf->pg_keywords;
     f->pg.values = pmcf->pg_values;
     f->pg.zone = ngx_http_presence_store_name(f->zone);

@@ -81,6 +81,7 @@ struct ngx_http_presence_flusher_s {
 
     /* profiles */
     ngx_uint_t                       users_active;  /* the column exists */
+    char                            *profiles_sql[2];  /* without, with it */
     int64_t                          ids[NGX_HTTP_PRESENCE_PROFILE_MAX];
     ngx_uint_t                       nids;
     ngx_http_presence_profile_in_t   profiles[NGX_HTTP_PRESENCE_PROFILE_MAX];
@@ -106,6 +107,8 @@ ngx_int_t ngx_http_presence_cluster_warmed(ngx_http_presence_flusher_t *f,
 ngx_int_t ngx_http_presence_cluster_pull(ngx_http_presence_flusher_t *f);
 ngx_int_t ngx_http_presence_cluster_pulled(ngx_http_presence_flusher_t *f,
     PGresult *res);
+ngx_int_t ngx_http_presence_profiles_init(ngx_http_presence_flusher_t *f,
+    ngx_pool_t *pool);
 ngx_int_t ngx_http_presence_profiles_schema(ngx_http_presence_flusher_t *f);
 ngx_int_t ngx_http_presence_profiles_schema_loaded(
     ngx_http_presence_flusher_t *f, PGresult *res);

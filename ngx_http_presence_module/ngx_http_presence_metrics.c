@@ -170,7 +170,15 @@ static ngx_http_presence_metric_t  ngx_http_presence_metrics_table[] = {
       "presence events written to subscribers.", events_sent),
     NGX_HTTP_PRESENCE_COUNTER("stream_slow_client_drops_total",
       "Subscribers dropped: more than presence_stream_backlog unsent.",
-      slow_drops)
+      slow_drops),
+    NGX_HTTP_PRESENCE_GAUGE("lookup_callers",
+      "Callers whose distinct lookups are counted (presence_lookup_limit).",
+      lookup_callers),
+    NGX_HTTP_PRESENCE_COUNTER("lookup_limited_total",
+      "Answers refused with 429: past presence_lookup_limit.",
+      lookup_limited),
+    NGX_HTTP_PRESENCE_COUNTER("lookup_evictions_total",
+      "Callers' lookup records evicted for room.", lookup_evictions)
 };
 
 

@@ -32,6 +32,10 @@ static char *ngx_http_presence_check_conf(ngx_conf_t *cf,
     ngx_http_presence_main_conf_t *pmcf);
 static char *ngx_http_presence_thresholds(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_presence_privacy_column(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_presence_lookup_limit(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_presence_init_process(ngx_cycle_t *cycle);
 static void ngx_http_presence_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_presence_tick(ngx_event_t *ev);
@@ -102,6 +106,41 @@ static ngx_command_t  ngx_http_presence_commands[] = {
       ngx_conf_set_sec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_presence_main_conf_t, session_timeout),
+      NULL },
+
+    { ngx_string("presence_privacy_column"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_presence_privacy_column,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("presence_privacy_counts"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_presence_main_conf_t, privacy_counts),
+      NULL },
+
+    { ngx_string("presence_privacy_reciprocal"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_presence_main_conf_t, privacy_reciprocal),
+      NULL },
+
+    { ngx_string("presence_last_seen_precision"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_presence_main_conf_t, last_seen_precision),
+      NULL },
+
+    { ngx_string("presence_lookup_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_presence_lookup_limit,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("presence_stream_max_ids"),
@@ -361,6 +400,11 @@ ngx_http_presence_create_main_conf(ngx_conf_t *cf)
     pmcf->session_timeout = NGX_CONF_UNSET;
     pmcf->cleanup_interval = NGX_CONF_UNSET_MSEC;
     pmcf->max_sessions = NGX_CONF_UNSET_UINT;
+    pmcf->privacy_counts = NGX_CONF_UNSET;
+    pmcf->privacy_reciprocal = NGX_CONF_UNSET;
+    pmcf->last_seen_precision = NGX_CONF_UNSET;
+    pmcf->lookup_limit = NGX_CONF_UNSET_UINT;
+    pmcf->lookup_period = NGX_CONF_UNSET;
     pmcf->stream_max_ids = NGX_CONF_UNSET_UINT;
     pmcf->stream_heartbeat = NGX_CONF_UNSET_MSEC;
     pmcf->stream_backlog = NGX_CONF_UNSET_SIZE;
@@ -384,7 +428,8 @@ ngx_http_presence_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_presence_main_conf_t *pmcf = conf;
 
-    time_t  *t;
+    time_t                          *t;
+    ngx_http_presence_store_conf_t   sc;
 
     t = pmcf->thresholds;
 
@@ -395,11 +440,23 @@ ngx_http_presence_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(pmcf->cleanup_interval, 60 * 1000);
     ngx_conf_init_uint_value(pmcf->max_sessions, 32);
 
+    ngx_conf_init_value(pmcf->privacy_counts, 1);
+    ngx_conf_init_value(pmcf->privacy_reciprocal, 0);
+    ngx_conf_init_value(pmcf->last_seen_precision, 0);
+    ngx_conf_init_uint_value(pmcf->lookup_limit, 0);
+    ngx_conf_init_value(pmcf->lookup_period, NGX_HTTP_PRESENCE_HOUR);
+
     if (pmcf->shm_zone) {
-        ngx_http_presence_store_configure(pmcf->shm_zone->data,
-                                          pmcf->max_sessions,
-                                          t[NGX_HTTP_PRESENCE_ONLINE],
-                                          t[NGX_HTTP_PRESENCE_RECENT]);
+        sc.max_sessions = pmcf->max_sessions;
+        sc.online = t[NGX_HTTP_PRESENCE_ONLINE];
+        sc.recent = t[NGX_HTTP_PRESENCE_RECENT];
+        sc.privacy = (pmcf->privacy_column.len != 0);
+        sc.privacy_counts = pmcf->privacy_counts;
+        sc.precision = pmcf->last_seen_precision;
+        sc.lookup_limit = pmcf->lookup_limit;
+        sc.lookup_period = pmcf->lookup_period;
+
+        ngx_http_presence_store_configure(pmcf->shm_zone->data, &sc);
     }
 
     ngx_conf_init_uint_value(pmcf->stream_max_ids, 1000);
@@ -446,6 +503,14 @@ ngx_http_presence_check_conf(ngx_conf_t *cf,
     time_t  *t;
 
     t = pmcf->thresholds;
+
+    if (pmcf->privacy_column.len && pmcf->pg_conninfo.data == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"presence_privacy_column\" needs "
+                           "\"presence_postgres\": the column is read with "
+                           "the profiles");
+        return NGX_CONF_ERROR;
+    }
 
     if (pmcf->cluster && pmcf->pg_conninfo.data == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -539,6 +604,110 @@ ngx_http_presence_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->jwt_token, prev->jwt_token, NULL);
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * presence_privacy_column NAME;  a boolean column of "users", read with
+ * the profiles: a plain identifier, as it goes into SQL
+ */
+
+static char *
+ngx_http_presence_privacy_column(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_presence_main_conf_t *pmcf = conf;
+
+    u_char     *p;
+    ngx_str_t  *value;
+
+    if (pmcf->privacy_column.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0 || value[1].len > 63
+        || (value[1].data[0] >= '0' && value[1].data[0] <= '9'))
+    {
+        goto invalid;
+    }
+
+    for (p = value[1].data; p < value[1].data + value[1].len; p++) {
+        if (!(*p == '_' || (*p >= 'a' && *p <= 'z')
+              || (*p >= '0' && *p <= '9')))
+        {
+            goto invalid;
+        }
+    }
+
+    pmcf->privacy_column = value[1];
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "presence_privacy_column: \"%V\" is not a plain "
+                       "column name (lowercase letters, digits, \"_\")",
+                       &value[1]);
+
+    return NGX_CONF_ERROR;
+}
+
+
+/* presence_lookup_limit N [per=1h]; */
+
+static char *
+ngx_http_presence_lookup_limit(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_presence_main_conf_t *pmcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value, s;
+
+    if (pmcf->lookup_limit != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    n = ngx_atoi(value[1].data, value[1].len);
+    if (n <= 0 || n > 100000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "presence_lookup_limit: \"%V\" is not a number "
+                           "of ids from 1 to 100000", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    pmcf->lookup_limit = n;
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strncmp(value[2].data, "per=", 4) != 0) {
+            goto invalid;
+        }
+
+        s.data = value[2].data + 4;
+        s.len = value[2].len - 4;
+
+        pmcf->lookup_period = ngx_parse_time(&s, 1);
+        if (pmcf->lookup_period == (time_t) NGX_ERROR
+            || pmcf->lookup_period <= 0)
+        {
+            goto invalid;
+        }
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "presence_lookup_limit: invalid \"%V\", "
+                       "expected \"per=TIME\"", &value[2]);
+
+    return NGX_CONF_ERROR;
 }
 
 

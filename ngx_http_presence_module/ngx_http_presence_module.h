@@ -65,6 +65,13 @@ typedef struct {
     ngx_str_t                       node;
     ngx_http_presence_flusher_t    *flusher;     /* this worker's */
 
+    ngx_str_t                       privacy_column;
+    ngx_flag_t                      privacy_counts;
+    ngx_flag_t                      privacy_reciprocal;
+    time_t                          last_seen_precision;
+    ngx_uint_t                      lookup_limit;
+    time_t                          lookup_period;
+
     ngx_uint_t                      stream_max_ids;
     ngx_msec_t                      stream_heartbeat;
     size_t                          stream_backlog;

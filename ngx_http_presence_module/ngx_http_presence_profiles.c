@@ -36,7 +36,8 @@ enum {
     NGX_HTTP_PRESENCE_PROFILES_ID = 0,
     NGX_HTTP_PRESENCE_PROFILES_FIELD,       /* the first of the fields */
     NGX_HTTP_PRESENCE_PROFILES_ACTIVE = NGX_HTTP_PRESENCE_PROFILES_FIELD
-                                        + NGX_HTTP_PRESENCE_PROFILE_FIELDS
+                                        + NGX_HTTP_PRESENCE_PROFILE_FIELDS,
+    NGX_HTTP_PRESENCE_PROFILES_VISIBLE      /* presence_privacy_column */
 };
 
 
@@ -59,12 +60,60 @@ static const char  ngx_http_presence_schema_sql[] =
     " left(avatar_url::text, " ngx_value(NGX_HTTP_PRESENCE_PROFILE_LEN) "),"
 
 static const char  ngx_http_presence_profiles_sql[] =
-    NGX_HTTP_PRESENCE_PROFILES_COLUMNS
-    " NULL::boolean FROM users WHERE id = ANY($1::bigint[])";
+    NGX_HTTP_PRESENCE_PROFILES_COLUMNS " NULL::boolean, ";
 
 static const char  ngx_http_presence_profiles_active_sql[] =
-    NGX_HTTP_PRESENCE_PROFILES_COLUMNS
-    " is_active FROM users WHERE id = ANY($1::bigint[])";
+    NGX_HTTP_PRESENCE_PROFILES_COLUMNS " is_active, ";
+
+static const char  ngx_http_presence_profiles_from[] =
+    " FROM users WHERE id = ANY($1::bigint[])";
+
+
+/*
+ * The profiles statement, with and without users.is_active, and with the
+ * privacy column (checked to be a plain name) or a NULL in its place
+ */
+
+ngx_int_t
+ngx_http_presence_profiles_init(ngx_http_presence_flusher_t *f,
+    ngx_pool_t *pool)
+{
+    u_char      *p;
+    size_t       len;
+    ngx_str_t   *col;
+    ngx_uint_t   k;
+
+    static const char  *heads[] = { ngx_http_presence_profiles_sql,
+                                    ngx_http_presence_profiles_active_sql };
+
+    col = &f->pmcf->privacy_column;
+
+    for (k = 0; k < 2; k++) {
+        len = ngx_strlen(heads[k]) + col->len + sizeof("NULL::boolean")
+              + sizeof(ngx_http_presence_profiles_from);
+
+        p = ngx_pnalloc(pool, len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        f->profiles_sql[k] = (char *) p;
+
+        p = ngx_cpymem(p, heads[k], ngx_strlen(heads[k]));
+
+        if (col->len) {
+            p = ngx_sprintf(p, "%V::boolean", col);
+
+        } else {
+            p = ngx_cpymem(p, "NULL::boolean", sizeof("NULL::boolean") - 1);
+        }
+
+        ngx_memcpy(p, ngx_http_presence_profiles_from,
+                   sizeof(ngx_http_presence_profiles_from));
+    }
+
+    return NGX_OK;
+}
 
 
 ngx_int_t
@@ -136,9 +185,7 @@ ngx_http_presence_profiles_load(ngx_http_presence_flusher_t *f)
     params[NGX_HTTP_PRESENCE_PROFILES_IDS] = (char *) list;
 
     rc = ngx_http_presence_flush_send(f, "profiles",
-                                      f->users_active
-                                      ? ngx_http_presence_profiles_active_sql
-                                      : ngx_http_presence_profiles_sql,
+                                      f->profiles_sql[f->users_active != 0],
                                       NGX_HTTP_PRESENCE_PROFILES_NPARAMS,
                                       params);
     ngx_free(list);
@@ -173,6 +220,11 @@ ngx_http_presence_profiles_loaded(ngx_http_presence_flusher_t *f,
                      ? -1
                      : (*PQgetvalue(res, i, NGX_HTTP_PRESENCE_PROFILES_ACTIVE)
                         == 't');
+        in->visible = PQgetisnull(res, i, NGX_HTTP_PRESENCE_PROFILES_VISIBLE)
+                      ? -1
+                      : (*PQgetvalue(res, i,
+                                     NGX_HTTP_PRESENCE_PROFILES_VISIBLE)
+                         == 't');
 
         for (j = 0; j < NGX_HTTP_PRESENCE_PROFILE_FIELDS; j++) {
             col = NGX_HTTP_PRESENCE_PROFILES_FIELD + j;

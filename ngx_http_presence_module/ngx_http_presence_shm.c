@@ -38,6 +38,8 @@
 
 #define NGX_HTTP_PRESENCE_PROFILE_MISSING  0x01   /* no row in "users" */
 #define NGX_HTTP_PRESENCE_PROFILE_INACTIVE 0x02   /* users.is_active false */
+#define NGX_HTTP_PRESENCE_PRIVACY_KNOWN    0x40   /* its setting was read */
+#define NGX_HTTP_PRESENCE_INVISIBLE        0x80   /* it hides from others */
 
 /* a user's last status in the change log: bits 4-5 of its flags */
 #define NGX_HTTP_PRESENCE_STATUS_SHIFT  4
@@ -110,6 +112,18 @@ typedef struct {
 } ngx_http_presence_ua_t;
 
 
+/* presence_lookup_limit: what one caller asked about in this period */
+
+typedef struct {
+    ngx_rbtree_node_t               node;        /* key: the caller */
+    ngx_queue_t                     queue;       /* least recent last */
+    time_t                          period;      /* its start */
+    ngx_uint_t                      n;
+    ngx_uint_t                      pos;         /* scratch */
+    int64_t                         ids[1];      /* sorted */
+} ngx_http_presence_lookup_t;
+
+
 #define NGX_HTTP_PRESENCE_SLOTS  64
 
 
@@ -174,6 +188,7 @@ typedef struct {
     int64_t                         pull_watermark_id;  /* and row id */
     uint64_t                        pulled_rows;
     uint64_t                        pull_skipped;
+    time_t                          profiles_since;  /* read before: stale */
 
     /* the warm start: sessions loaded from PostgreSQL into a new zone */
     ngx_uint_t                      warm;        /* WARM_PENDING ... */
@@ -214,6 +229,14 @@ typedef struct {
                                                  /* ageing, per threshold */
     ngx_atomic_t                    stream[NGX_HTTP_PRESENCE_STREAM_STATS];
 
+    /* presence_lookup_limit's callers */
+    ngx_rbtree_t                    lookups;
+    ngx_rbtree_node_t               lookup_sentinel;
+    ngx_queue_t                     lookup_lru;
+    uint64_t                        lookup_callers;
+    uint64_t                        lookup_limited;
+    uint64_t                        lookup_evictions;
+
     /* the request path's counters: one line per worker, no sharing */
     ngx_http_presence_counters_t    counters[NGX_HTTP_PRESENCE_SLOTS];
 
@@ -223,6 +246,7 @@ typedef struct {
     uint32_t                       *q_slots;     /* first user of a slot */
     int32_t                        *users_bit;   /* Fenwick trees over */
     int32_t                        *sessions_bit; /* the window */
+    int32_t                        *visible_bit; /* users others may see */
     ngx_http_presence_session_t    *sessions;
     ngx_http_presence_user_t       *users;
     uint32_t                       *ua_hash;     /* User-Agent strings */
@@ -238,6 +262,11 @@ struct ngx_http_presence_zone_s {
     ngx_uint_t                      max_sessions;  /* a user's, 0: any */
     time_t                          online;      /* the thresholds that */
     time_t                          recent;      /* statuses follow */
+    ngx_uint_t                      privacy;     /* presence_privacy_column */
+    ngx_uint_t                      hide_counts; /* presence_privacy_counts */
+    time_t                          precision;   /* last seen, for others */
+    ngx_uint_t                      lookup_limit;
+    time_t                          lookup_period;
 };
 
 
@@ -259,6 +288,11 @@ struct ngx_http_presence_zone_s {
 
 /* rows of the warm start merged in one hold of the lock */
 #define NGX_HTTP_PRESENCE_WARM_SLICE    2000
+
+/* the counting trees */
+#define NGX_HTTP_PRESENCE_TREE_USERS     0
+#define NGX_HTTP_PRESENCE_TREE_SESSIONS  1
+#define NGX_HTTP_PRESENCE_TREE_VISIBLE   2   /* users others may see */
 
 /* sessions freed in one hold of the lock by expiry */
 #define NGX_HTTP_PRESENCE_EXPIRE_SLICE  1000
@@ -307,10 +341,24 @@ static uint32_t ngx_http_presence_oldest(ngx_http_presence_shm_t *sh,
 static ngx_uint_t ngx_http_presence_room(ngx_http_presence_zone_t *zone,
     u_char *id, time_t timeout);
 static ngx_uint_t ngx_http_presence_status_of(ngx_http_presence_zone_t *zone,
-    int64_t last_ms);
+    ngx_http_presence_user_t *user);
+static ngx_uint_t ngx_http_presence_visible(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_user_t *user);
+static void ngx_http_presence_user_bits(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_user_t *user, int64_t from, int64_t to);
+static int64_t ngx_http_presence_coarse(ngx_http_presence_zone_t *zone,
+    int64_t ms);
 static void ngx_http_presence_set_status(ngx_http_presence_zone_t *zone,
     ngx_http_presence_user_t *user, ngx_uint_t status);
 static void ngx_http_presence_age(ngx_http_presence_zone_t *zone);
+static void ngx_http_presence_set_privacy(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_user_t *user, ngx_int_t visible, ngx_uint_t known);
+static ngx_http_presence_lookup_t *ngx_http_presence_lookup_find(
+    ngx_http_presence_zone_t *zone, int64_t caller);
+static ngx_int_t ngx_http_presence_lookup_pos(ngx_http_presence_lookup_t *lk,
+    int64_t id);
+static void ngx_http_presence_lookup_add(ngx_http_presence_lookup_t *lk,
+    int64_t id);
 static void ngx_http_presence_forget(ngx_http_presence_zone_t *zone,
     u_char *id, int64_t last_ms);
 static void ngx_http_presence_ring_add(ngx_http_presence_shm_t *sh,
@@ -380,9 +428,9 @@ static uint32_t ngx_http_presence_slot_first(ngx_http_presence_shm_t *sh,
 static uint32_t ngx_http_presence_q_find(ngx_http_presence_zone_t *zone,
     int64_t t, ngx_uint_t placed);
 static int64_t ngx_http_presence_latest(ngx_http_presence_zone_t *zone,
-    int64_t lo, int64_t hi, ngx_uint_t n);
+    int64_t lo, int64_t hi, ngx_uint_t n, ngx_uint_t tree);
 static uint32_t ngx_http_presence_q_rank(ngx_http_presence_zone_t *zone,
-    ngx_uint_t rank, time_t seconds, ngx_uint_t *skip);
+    ngx_uint_t rank, time_t seconds, ngx_uint_t tree, ngx_uint_t *skip);
 static uint32_t ngx_http_presence_q_seek(ngx_http_presence_zone_t *zone,
     ngx_http_presence_page_t *page, ngx_log_t *log);
 static uint32_t ngx_http_presence_ua_get(ngx_http_presence_zone_t *zone,
@@ -554,6 +602,14 @@ ngx_http_presence_init_zone(ngx_shm_zone_t *shm_zone, void *data)
             return NGX_ERROR;
         }
 
+        if (zone->privacy && sh->visible_bit == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                          "presence zone \"%V\" was made without "
+                          "presence_privacy_column: restart nginx or change "
+                          "the zone size", &shm_zone->shm.name);
+            return NGX_ERROR;
+        }
+
         if (zone->ring && zone->ring != sh->nring) {
             ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
                           "presence zone \"%V\" keeps ring=%uD until it is "
@@ -650,6 +706,13 @@ ngx_http_presence_layout(ngx_http_presence_zone_t *zone, ngx_str_t *name,
         goto small;
     }
 
+    if (zone->privacy) {
+        sh->visible_bit = ngx_slab_calloc_locked(shpool, bits);
+        if (sh->visible_bit == NULL) {
+            goto small;
+        }
+    }
+
     if (ngx_http_presence_layout_log(shpool, sh) != NGX_OK) {
         goto small;
     }
@@ -703,6 +766,10 @@ ngx_http_presence_layout(ngx_http_presence_zone_t *zone, ngx_str_t *name,
     /* a new zone, or one started afresh: filled from PostgreSQL */
 
     sh->warm = NGX_HTTP_PRESENCE_WARM_PENDING;
+
+    ngx_rbtree_init(&sh->lookups, &sh->lookup_sentinel,
+                    ngx_rbtree_insert_value);
+    ngx_queue_init(&sh->lookup_lru);
 
     sh->magic = NGX_HTTP_PRESENCE_ZONE_MAGIC;
     sh->version = NGX_HTTP_PRESENCE_ZONE_VERSION;
@@ -1013,6 +1080,12 @@ ngx_http_presence_advance(ngx_http_presence_zone_t *zone, time_t now)
                     (NGX_HTTP_PRESENCE_DAY + 1) * sizeof(int32_t));
         ngx_memzero(sh->sessions_bit,
                     (NGX_HTTP_PRESENCE_DAY + 1) * sizeof(int32_t));
+
+        if (sh->visible_bit) {
+            ngx_memzero(sh->visible_bit,
+                        (NGX_HTTP_PRESENCE_DAY + 1) * sizeof(int32_t));
+        }
+
         sh->clock = now;
         return;
     }
@@ -1030,6 +1103,16 @@ ngx_http_presence_advance(ngx_http_presence_zone_t *zone, time_t now)
             - ngx_http_presence_bit_sum(sh->sessions_bit, i - 1);
         if (v) {
             ngx_http_presence_bit_add(sh->sessions_bit, t, (int32_t) -v);
+        }
+
+        if (sh->visible_bit == NULL) {
+            continue;
+        }
+
+        v = ngx_http_presence_bit_sum(sh->visible_bit, i)
+            - ngx_http_presence_bit_sum(sh->visible_bit, i - 1);
+        if (v) {
+            ngx_http_presence_bit_add(sh->visible_bit, t, (int32_t) -v);
         }
     }
 
@@ -1067,6 +1150,11 @@ ngx_http_presence_rebase(ngx_http_presence_zone_t *zone, time_t now)
     ngx_memzero(sh->sessions_bit,
                 (NGX_HTTP_PRESENCE_DAY + 1) * sizeof(int32_t));
 
+    if (sh->visible_bit) {
+        ngx_memzero(sh->visible_bit,
+                    (NGX_HTTP_PRESENCE_DAY + 1) * sizeof(int32_t));
+    }
+
     sh->clock = now;
 
     for (i = 0; i < sh->nsessions; i++) {
@@ -1096,6 +1184,11 @@ ngx_http_presence_rebase(ngx_http_presence_zone_t *zone, time_t now)
 
         if (user->last_ms / 1000 > now - NGX_HTTP_PRESENCE_DAY) {
             ngx_http_presence_bit_add(sh->users_bit, user->last_ms / 1000, 1);
+
+            if (sh->visible_bit && ngx_http_presence_visible(zone, user)) {
+                ngx_http_presence_bit_add(sh->visible_bit,
+                                          user->last_ms / 1000, 1);
+            }
         }
     }
 
@@ -1133,7 +1226,13 @@ ngx_http_presence_count(ngx_http_presence_zone_t *zone, time_t seconds,
     ngx_http_presence_shm_t  *sh;
 
     sh = zone->sh;
-    bit = sessions ? sh->sessions_bit : sh->users_bit;
+    bit = (sessions == NGX_HTTP_PRESENCE_TREE_SESSIONS) ? sh->sessions_bit
+          : (sessions == NGX_HTTP_PRESENCE_TREE_VISIBLE) ? sh->visible_bit
+          : sh->users_bit;
+
+    if (bit == NULL) {
+        bit = sh->users_bit;    /* a zone made without privacy (a reload) */
+    }
 
     if (seconds <= 0) {
         return 0;
@@ -1338,8 +1437,7 @@ ngx_http_presence_record(ngx_http_presence_zone_t *zone,
 
     ngx_http_presence_user_active(zone, user, now_ms);
     ngx_http_presence_set_status(zone, user,
-                                 ngx_http_presence_status_of(zone,
-                                                             user->last_ms));
+                                 ngx_http_presence_status_of(zone, user));
 
     if (!remote && s->last_ms > s->flushed_ms
         && !(s->flags & NGX_HTTP_PRESENCE_IN_RING))
@@ -1429,7 +1527,7 @@ ngx_http_presence_insert(ngx_http_presence_zone_t *zone,
         user = &sh->users[u];
         user->last_ms = now_ms;
 
-        ngx_http_presence_bit_move(sh, sh->users_bit, -1, now_ms / 1000);
+        ngx_http_presence_user_bits(zone, user, -1, now_ms / 1000);
         ngx_http_presence_q_place(zone, u);
 
     } else {
@@ -1534,8 +1632,8 @@ ngx_http_presence_user_active(ngx_http_presence_zone_t *zone,
     sh = zone->sh;
 
     if (now_ms / 1000 > user->last_ms / 1000) {
-        ngx_http_presence_bit_move(sh, sh->users_bit, user->last_ms / 1000,
-                                   now_ms / 1000);
+        ngx_http_presence_user_bits(zone, user, user->last_ms / 1000,
+                                    now_ms / 1000);
 
         /* out of its old second's slot, into its new one */
 
@@ -1568,14 +1666,23 @@ ngx_http_presence_forget(ngx_http_presence_zone_t *zone, u_char *id,
 }
 
 
-/* a user's status at the zone's clock, as the API tells it */
+/*
+ * A user's status at the zone's clock as others see it: offline while it
+ * hides, else from its last activity (in buckets of
+ * presence_last_seen_precision)
+ */
 
 static ngx_uint_t
-ngx_http_presence_status_of(ngx_http_presence_zone_t *zone, int64_t last_ms)
+ngx_http_presence_status_of(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_user_t *user)
 {
     int64_t  t;
 
-    t = last_ms / 1000;
+    if (!ngx_http_presence_visible(zone, user)) {
+        return NGX_HTTP_PRESENCE_STATUS_OFFLINE;
+    }
+
+    t = ngx_http_presence_coarse(zone, user->last_ms) / 1000;
 
     if (t > zone->sh->clock - zone->online) {
         return NGX_HTTP_PRESENCE_STATUS_ONLINE;
@@ -1586,6 +1693,104 @@ ngx_http_presence_status_of(ngx_http_presence_zone_t *zone, int64_t last_ms)
     }
 
     return NGX_HTTP_PRESENCE_STATUS_OFFLINE;
+}
+
+
+/* others may see the user: no privacy column, or its setting says so */
+
+static ngx_uint_t
+ngx_http_presence_visible(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_user_t *user)
+{
+    return !zone->privacy
+           || (user->flags & (NGX_HTTP_PRESENCE_PRIVACY_KNOWN
+                              |NGX_HTTP_PRESENCE_INVISIBLE))
+              == NGX_HTTP_PRESENCE_PRIVACY_KNOWN;
+}
+
+
+/*
+ * What the profile loader read of the privacy column: false hides the
+ * user from others (NULL does not); a user without a row stays hidden.
+ * Others see the change at once: the counting tree of visible users and
+ * the change log follow.
+ */
+
+static void
+ngx_http_presence_set_privacy(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_user_t *user, ngx_int_t visible, ngx_uint_t known)
+{
+    int64_t                   t;
+    ngx_uint_t                was, is;
+    ngx_http_presence_shm_t  *sh;
+
+    if (!zone->privacy) {
+        return;
+    }
+
+    sh = zone->sh;
+    was = ngx_http_presence_visible(zone, user);
+
+    user->flags &= ~(NGX_HTTP_PRESENCE_PRIVACY_KNOWN
+                     |NGX_HTTP_PRESENCE_INVISIBLE);
+
+    if (known) {
+        user->flags |= NGX_HTTP_PRESENCE_PRIVACY_KNOWN;
+
+        if (visible == 0) {
+            user->flags |= NGX_HTTP_PRESENCE_INVISIBLE;
+        }
+    }
+
+    is = ngx_http_presence_visible(zone, user);
+
+    if (was == is) {
+        return;
+    }
+
+    t = user->last_ms / 1000;
+
+    if (sh->visible_bit && t > sh->clock - NGX_HTTP_PRESENCE_DAY) {
+        ngx_http_presence_bit_add(sh->visible_bit, t, is ? 1 : -1);
+    }
+
+    ngx_http_presence_set_status(zone, user,
+                                 ngx_http_presence_status_of(zone, user));
+}
+
+
+/* a user's activity moves from second "from" to "to" (-1: none) */
+
+static void
+ngx_http_presence_user_bits(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_user_t *user, int64_t from, int64_t to)
+{
+    ngx_http_presence_shm_t  *sh;
+
+    sh = zone->sh;
+
+    ngx_http_presence_bit_move(sh, sh->users_bit, from, to);
+
+    if (sh->visible_bit && ngx_http_presence_visible(zone, user)) {
+        ngx_http_presence_bit_move(sh, sh->visible_bit, from, to);
+    }
+}
+
+
+/* a time as others may see it: rounded down to the precision's bucket */
+
+static int64_t
+ngx_http_presence_coarse(ngx_http_presence_zone_t *zone, int64_t ms)
+{
+    int64_t  p;
+
+    if (zone->precision == 0 || ms < 0) {
+        return ms;
+    }
+
+    p = (int64_t) zone->precision * 1000;
+
+    return ms - ms % p;
 }
 
 
@@ -1616,8 +1821,10 @@ ngx_http_presence_set_status(ngx_http_presence_zone_t *zone,
     ev->seq = seq;
     ev->status = status;
     ev->user_id = user->user_id;
-    ev->last_ms = user->last_ms;
-    ev->at_ms = (int64_t) tp->sec * 1000 + (int64_t) tp->msec;
+    ev->last_ms = ngx_http_presence_visible(zone, user)
+                  ? ngx_http_presence_coarse(zone, user->last_ms) : -1;
+    ev->at_ms = ngx_http_presence_coarse(zone,
+                              (int64_t) tp->sec * 1000 + (int64_t) tp->msec);
 
     /* readers without the lock see the head after the event */
 
@@ -1661,10 +1868,24 @@ ngx_http_presence_age(ngx_http_presence_zone_t *zone)
             continue;
         }
 
-        from = sh->aged[k] - (k ? zone->recent : zone->online);
-        to = clock - (k ? zone->recent : zone->online);
+        /*
+         * with presence_last_seen_precision a whole bucket crosses at once,
+         * when its start does: up to the bucket's last second
+         */
+
+        from = ngx_http_presence_coarse(zone,
+                      (sh->aged[k] - (k ? zone->recent : zone->online)) * 1000)
+               / 1000 + ngx_max(zone->precision, 1) - 1;
+        to = ngx_http_presence_coarse(zone,
+                      (clock - (k ? zone->recent : zone->online)) * 1000)
+             / 1000 + ngx_max(zone->precision, 1) - 1;
+        to = ngx_min(to, clock);
 
         sh->aged[k] = clock;
+
+        if (to <= from) {
+            continue;
+        }
 
         for (i = ngx_http_presence_q_find(zone, to, 0);
              i != NGX_HTTP_PRESENCE_NIL;
@@ -1683,6 +1904,122 @@ ngx_http_presence_age(ngx_http_presence_zone_t *zone)
             }
         }
     }
+}
+
+
+/* the caller's record, made when missing (NULL: no room at all) */
+
+static ngx_http_presence_lookup_t *
+ngx_http_presence_lookup_find(ngx_http_presence_zone_t *zone, int64_t caller)
+{
+    size_t                       size;
+    ngx_uint_t                   tries;
+    ngx_queue_t                 *q;
+    ngx_rbtree_node_t           *node, *sentinel;
+    ngx_http_presence_shm_t     *sh;
+    ngx_http_presence_lookup_t  *lk;
+
+    sh = zone->sh;
+    node = sh->lookups.root;
+    sentinel = sh->lookups.sentinel;
+
+    while (node != sentinel) {
+        if ((ngx_rbtree_key_t) caller != node->key) {
+            node = ((ngx_rbtree_key_t) caller < node->key) ? node->left
+                                                           : node->right;
+            continue;
+        }
+
+        lk = (ngx_http_presence_lookup_t *) node;
+
+        ngx_queue_remove(&lk->queue);
+        ngx_queue_insert_head(&sh->lookup_lru, &lk->queue);
+
+        return lk;
+    }
+
+    size = offsetof(ngx_http_presence_lookup_t, ids)
+           + zone->lookup_limit * sizeof(int64_t);
+
+    for (tries = 0; /* void */; tries++) {
+        lk = ngx_slab_alloc_locked(zone->shpool, size);
+
+        if (lk || tries == 8 || ngx_queue_empty(&sh->lookup_lru)) {
+            break;
+        }
+
+        /* the least recently active caller's record goes */
+
+        q = ngx_queue_last(&sh->lookup_lru);
+        ngx_queue_remove(q);
+
+        lk = ngx_queue_data(q, ngx_http_presence_lookup_t, queue);
+        ngx_rbtree_delete(&sh->lookups, &lk->node);
+        ngx_slab_free_locked(zone->shpool, lk);
+
+        sh->lookup_callers--;
+        sh->lookup_evictions++;
+    }
+
+    if (lk == NULL) {
+        return NULL;
+    }
+
+    lk->node.key = (ngx_rbtree_key_t) caller;
+    lk->period = ngx_time();
+    lk->n = 0;
+
+    ngx_rbtree_insert(&sh->lookups, &lk->node);
+    ngx_queue_insert_head(&sh->lookup_lru, &lk->queue);
+    sh->lookup_callers++;
+
+    return lk;
+}
+
+
+/* NGX_OK when "id" is in the record's sorted ids */
+
+static ngx_int_t
+ngx_http_presence_lookup_pos(ngx_http_presence_lookup_t *lk, int64_t id)
+{
+    ngx_uint_t  lo, hi, mid;
+
+    lo = 0;
+    hi = lk->n;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+
+        if (lk->ids[mid] == id) {
+            return NGX_OK;
+        }
+
+        if (lk->ids[mid] < id) {
+            lo = mid + 1;
+
+        } else {
+            hi = mid;
+        }
+    }
+
+    lk->pos = lo;
+
+    return NGX_DECLINED;
+}
+
+
+static void
+ngx_http_presence_lookup_add(ngx_http_presence_lookup_t *lk, int64_t id)
+{
+    if (ngx_http_presence_lookup_pos(lk, id) == NGX_OK) {
+        return;
+    }
+
+    ngx_memmove(&lk->ids[lk->pos + 1], &lk->ids[lk->pos],
+                (lk->n - lk->pos) * sizeof(int64_t));
+
+    lk->ids[lk->pos] = id;
+    lk->n++;
 }
 
 
@@ -1924,9 +2261,7 @@ ngx_http_presence_free_user(ngx_http_presence_zone_t *zone, uint32_t i)
 
     ngx_http_presence_q_unlink(sh, i);
 
-    if (user->last_ms / 1000 > sh->clock - NGX_HTTP_PRESENCE_DAY) {
-        ngx_http_presence_bit_add(sh->users_bit, user->last_ms / 1000, -1);
-    }
+    ngx_http_presence_user_bits(zone, user, user->last_ms / 1000, -1);
 
     if (user->profile) {
         ngx_slab_free_locked(zone->shpool,
@@ -2138,14 +2473,16 @@ ngx_http_presence_q_place(ngx_http_presence_zone_t *zone, uint32_t i)
 
 static int64_t
 ngx_http_presence_latest(ngx_http_presence_zone_t *zone, int64_t lo,
-    int64_t hi, ngx_uint_t n)
+    int64_t hi, ngx_uint_t n, ngx_uint_t tree)
 {
     int64_t  mid;
 
     while (lo < hi) {
         mid = hi - (hi - lo) / 2;
 
-        if (ngx_http_presence_count(zone, zone->sh->clock - mid + 1, 0) > n) {
+        if (ngx_http_presence_count(zone, zone->sh->clock - mid + 1, tree)
+            > n)
+        {
             lo = mid;
 
         } else {
@@ -2188,7 +2525,7 @@ ngx_http_presence_q_find(ngx_http_presence_zone_t *zone, int64_t t,
 
         lo = ngx_http_presence_latest(zone,
                                       sh->clock - NGX_HTTP_PRESENCE_DAY + 1,
-                                      t, later);
+                                      t, later, NGX_HTTP_PRESENCE_TREE_USERS);
 
         j = ngx_http_presence_slot_first(sh, lo);
 
@@ -2268,7 +2605,7 @@ ngx_http_presence_q_unlink(ngx_http_presence_shm_t *sh, uint32_t i)
 
 static uint32_t
 ngx_http_presence_q_rank(ngx_http_presence_zone_t *zone, ngx_uint_t rank,
-    time_t seconds, ngx_uint_t *skip)
+    time_t seconds, ngx_uint_t tree, ngx_uint_t *skip)
 {
     int64_t                   t, end;
     ngx_uint_t                later, slot_later;
@@ -2277,9 +2614,9 @@ ngx_http_presence_q_rank(ngx_http_presence_zone_t *zone, ngx_uint_t rank,
     sh = zone->sh;
 
     t = ngx_http_presence_latest(zone, sh->clock - seconds + 1, sh->clock,
-                                 rank);
-    later = (t < sh->clock) ? ngx_http_presence_count(zone, sh->clock - t, 0)
-                            : 0;
+                                 rank, tree);
+    later = (t < sh->clock)
+            ? ngx_http_presence_count(zone, sh->clock - t, tree) : 0;
 
     /* the users of t's slot later than t come first in the slot */
 
@@ -2287,7 +2624,7 @@ ngx_http_presence_q_rank(ngx_http_presence_zone_t *zone, ngx_uint_t rank,
     slot_later = (end > t)
                  ? later - (end < sh->clock
                             ? ngx_http_presence_count(zone, sh->clock - end,
-                                                      0)
+                                                      tree)
                             : 0)
                  : 0;
 
@@ -2310,20 +2647,31 @@ ngx_http_presence_q_seek(ngx_http_presence_zone_t *zone,
 {
     int64_t                   ms, id;
     uint32_t                  j;
-    ngx_uint_t                skip, k, again;
+    ngx_uint_t                skip, k, again, tree;
     ngx_http_presence_shm_t  *sh;
 
     sh = zone->sh;
     again = 0;
+    tree = page->visible_only ? NGX_HTTP_PRESENCE_TREE_VISIBLE
+                              : NGX_HTTP_PRESENCE_TREE_USERS;
 
-    j = ngx_http_presence_q_rank(zone, page->offset, page->threshold, &skip);
+    j = ngx_http_presence_q_rank(zone, page->offset, page->threshold, tree,
+                                 &skip);
 
     while (j != NGX_HTTP_PRESENCE_NIL && skip) {
 
+        /* users others may not see are not counted in a visible page */
+
         for (k = 0;
              k < NGX_HTTP_PRESENCE_WALK && skip && j != NGX_HTTP_PRESENCE_NIL;
-             k++, skip--)
+             k++)
         {
+            if (!page->visible_only
+                || ngx_http_presence_visible(zone, &sh->users[j]))
+            {
+                skip--;
+            }
+
             j = sh->users[j].q_next;
         }
 
@@ -2339,14 +2687,15 @@ ngx_http_presence_q_seek(ngx_http_presence_zone_t *zone,
 
         if (sh->users[j].user_id != id || sh->users[j].last_ms != ms) {
             again++;
-            page->total = ngx_http_presence_count(zone, page->threshold, 0);
+            page->total = ngx_http_presence_count(zone, page->threshold,
+                                                  tree);
 
             if (page->offset >= page->total) {
                 return NGX_HTTP_PRESENCE_NIL;
             }
 
             j = ngx_http_presence_q_rank(zone, page->offset, page->threshold,
-                                         &skip);
+                                         tree, &skip);
         }
     }
 
@@ -2499,6 +2848,8 @@ ngx_http_presence_set_profile(ngx_http_presence_zone_t *zone,
     user->flags &= ~(NGX_HTTP_PRESENCE_PROFILE_MISSING
                      |NGX_HTTP_PRESENCE_PROFILE_INACTIVE);
 
+    ngx_http_presence_set_privacy(zone, user, in ? in->visible : 0, in != NULL);
+
     if (in == NULL) {
         user->flags |= NGX_HTTP_PRESENCE_PROFILE_MISSING;
         return;
@@ -2564,11 +2915,16 @@ ngx_http_presence_store_name(ngx_http_presence_zone_t *zone)
 
 void
 ngx_http_presence_store_configure(ngx_http_presence_zone_t *zone,
-    ngx_uint_t max_sessions, time_t online, time_t recent)
+    ngx_http_presence_store_conf_t *conf)
 {
-    zone->max_sessions = max_sessions;
-    zone->online = online;
-    zone->recent = recent;
+    zone->max_sessions = conf->max_sessions;
+    zone->online = conf->online;
+    zone->recent = conf->recent;
+    zone->privacy = conf->privacy;
+    zone->hide_counts = conf->privacy && !conf->privacy_counts;
+    zone->precision = conf->precision;
+    zone->lookup_limit = conf->lookup_limit;
+    zone->lookup_period = conf->lookup_period;
 }
 
 
@@ -2674,7 +3030,10 @@ ngx_http_presence_store_online(ngx_http_presence_zone_t *zone,
     ngx_uint_t  n;
 
     (void) ngx_http_presence_store_lock(zone, log);
-    n = ngx_http_presence_count(zone, seconds, 0);
+    n = ngx_http_presence_count(zone, seconds,
+                                zone->hide_counts
+                                ? NGX_HTTP_PRESENCE_TREE_VISIBLE
+                                : NGX_HTTP_PRESENCE_TREE_USERS);
     ngx_http_presence_unlock(zone);
 
     return n;
@@ -2696,7 +3055,10 @@ ngx_http_presence_counts(ngx_http_presence_zone_t *zone, time_t *thresholds,
                                   thresholds[NGX_HTTP_PRESENCE_ONLINE]);
 
     for (h = 0; h < NGX_HTTP_PRESENCE_THRESHOLDS; h++) {
-        counts->users[h] = ngx_http_presence_count(zone, thresholds[h], 0);
+        counts->users[h] = ngx_http_presence_count(zone, thresholds[h],
+                                               zone->hide_counts
+                                               ? NGX_HTTP_PRESENCE_TREE_VISIBLE
+                                               : NGX_HTTP_PRESENCE_TREE_USERS);
     }
 
     counts->sessions = ngx_http_presence_count(zone,
@@ -2756,7 +3118,11 @@ ngx_http_presence_store_page(ngx_http_presence_zone_t *zone,
 
     (void) ngx_http_presence_store_lock(zone, log);
 
-    page->total = ngx_http_presence_count(zone, page->threshold, 0);
+    page->visible_only = page->visible_only && zone->privacy;
+    page->total = ngx_http_presence_count(zone, page->threshold,
+                                          page->visible_only
+                                          ? NGX_HTTP_PRESENCE_TREE_VISIBLE
+                                          : NGX_HTTP_PRESENCE_TREE_USERS);
 
     i = (page->offset < page->total)
         ? ngx_http_presence_q_seek(zone, page, log)
@@ -2771,9 +3137,15 @@ ngx_http_presence_store_page(ngx_http_presence_zone_t *zone,
     for (k = page->offset;
          k < page->total && page->nusers < page->limit
          && i != NGX_HTTP_PRESENCE_NIL;
-         k++)
+         i = user->q_next)
     {
         user = &sh->users[i];
+
+        if (page->visible_only && !ngx_http_presence_visible(zone, user)) {
+            continue;
+        }
+
+        k++;
         row = &page->users[page->nusers];
 
         row->user_id = user->user_id;
@@ -2810,7 +3182,6 @@ ngx_http_presence_store_page(ngx_http_presence_zone_t *zone,
         }
 
         page->nusers++;
-        i = user->q_next;
     }
 
     ngx_http_presence_unlock(zone);
@@ -2907,7 +3278,8 @@ ngx_http_presence_copy_session(ngx_http_presence_zone_t *zone, uint32_t i,
 
 time_t
 ngx_http_presence_store_last_seen(ngx_http_presence_zone_t *zone,
-    int64_t *ids, ngx_uint_t n, int64_t *last, ngx_log_t *log)
+    int64_t *ids, ngx_uint_t n, int64_t *last, u_char *hidden,
+    ngx_log_t *log)
 {
     time_t                     now;
     ngx_uint_t                 i;
@@ -2918,6 +3290,8 @@ ngx_http_presence_store_last_seen(ngx_http_presence_zone_t *zone,
     for (i = 0; i < n; i++) {
         user = ngx_http_presence_find_user(zone, ids[i]);
         last[i] = user ? user->last_ms : -1;
+        hidden[i] = user ? !ngx_http_presence_visible(zone, user)
+                         : (zone->privacy != 0);
     }
 
     ngx_http_presence_unlock(zone);
@@ -2946,6 +3320,10 @@ ngx_http_presence_store_cleanup(ngx_http_presence_zone_t *zone,
         n += ngx_http_presence_expire(zone, timeout,
                                       NGX_HTTP_PRESENCE_EXPIRE_SLICE, &more);
         sh->cleanup_requested++;
+
+        /* profiles (and privacy settings) are read again at once */
+
+        sh->profiles_since = ngx_time();
 
         ngx_http_presence_unlock(zone);
 
@@ -3024,6 +3402,9 @@ ngx_http_presence_store_stats(ngx_http_presence_zone_t *zone,
     st->events_sent = sh->stream[NGX_HTTP_PRESENCE_STREAM_EVENTS];
     st->slow_drops = sh->stream[NGX_HTTP_PRESENCE_STREAM_DROPS];
     st->events_logged = sh->log_head - sh->log_base;
+    st->lookup_callers = sh->lookup_callers;
+    st->lookup_limited = sh->lookup_limited;
+    st->lookup_evictions = sh->lookup_evictions;
 
     ngx_http_presence_unlock(zone);
 }
@@ -3567,7 +3948,8 @@ ngx_http_presence_store_stale_profiles(ngx_http_presence_zone_t *zone,
 
         if ((user->profile
              || (user->flags & NGX_HTTP_PRESENCE_PROFILE_MISSING))
-            && now - (time_t) user->profile_at < ttl)
+            && now - (time_t) user->profile_at < ttl
+            && (time_t) user->profile_at > sh->profiles_since)
         {
             continue;
         }
@@ -3588,8 +3970,8 @@ ngx_http_presence_store_stale_profiles(ngx_http_presence_zone_t *zone,
 
 time_t
 ngx_http_presence_store_snapshot(ngx_http_presence_zone_t *zone,
-    int64_t *ids, ngx_uint_t n, int64_t *last, uint64_t *head,
-    ngx_log_t *log)
+    int64_t *ids, ngx_uint_t n, int64_t *last, u_char *hidden,
+    uint64_t *head, ngx_log_t *log)
 {
     time_t                     now;
     ngx_uint_t                 i;
@@ -3602,6 +3984,8 @@ ngx_http_presence_store_snapshot(ngx_http_presence_zone_t *zone,
     for (i = 0; i < n; i++) {
         user = ngx_http_presence_find_user(zone, ids[i]);
         last[i] = user ? user->last_ms : -1;
+        hidden[i] = user ? !ngx_http_presence_visible(zone, user)
+                         : (zone->privacy != 0);
     }
 
     *head = zone->sh->log_head;
@@ -3676,6 +4060,97 @@ ngx_http_presence_store_stream_stat(ngx_http_presence_zone_t *zone,
     sh = zone->shpool->data;
 
     (void) ngx_atomic_fetch_add(&sh->stream[stat], delta);
+}
+
+
+/* the user is known to hide from others (presence_privacy_column false) */
+
+ngx_uint_t
+ngx_http_presence_store_hides(ngx_http_presence_zone_t *zone,
+    int64_t user_id, ngx_log_t *log)
+{
+    ngx_uint_t                 hides;
+    ngx_http_presence_user_t  *user;
+
+    (void) ngx_http_presence_store_lock(zone, log);
+
+    user = ngx_http_presence_find_user(zone, user_id);
+    hides = zone->privacy && user
+            && (user->flags & NGX_HTTP_PRESENCE_INVISIBLE);
+
+    ngx_http_presence_unlock(zone);
+
+    return hides;
+}
+
+
+/*
+ * presence_lookup_limit: the distinct ids "caller" asked about in this
+ * period, a sorted array in a record of the zone (a red-black tree by
+ * caller, least recently used evicted when the zone has no room).
+ * NGX_OK records "ids"; NGX_BUSY when they would take the caller past the
+ * limit (nothing recorded), *retry says for how long.
+ */
+
+ngx_int_t
+ngx_http_presence_store_lookup(ngx_http_presence_zone_t *zone,
+    int64_t caller, int64_t *ids, ngx_uint_t n, time_t *retry,
+    ngx_log_t *log)
+{
+    time_t                       now;
+    ngx_int_t                    rc;
+    ngx_uint_t                   i, fresh;
+    ngx_http_presence_shm_t     *sh;
+    ngx_http_presence_lookup_t  *lk;
+
+    if (zone->lookup_limit == 0) {
+        return NGX_OK;
+    }
+
+    now = ngx_time();
+
+    sh = ngx_http_presence_store_lock(zone, log);
+
+    lk = ngx_http_presence_lookup_find(zone, caller);
+
+    if (lk == NULL) {
+        ngx_http_presence_unlock(zone);
+        return NGX_OK;              /* no room even after evicting */
+    }
+
+    if (now >= lk->period + zone->lookup_period) {
+        lk->period = now;
+        lk->n = 0;
+    }
+
+    fresh = 0;
+
+    for (i = 0; i < n; i++) {
+        if (ids[i] != caller
+            && ngx_http_presence_lookup_pos(lk, ids[i]) == NGX_DECLINED)
+        {
+            fresh++;
+        }
+    }
+
+    rc = NGX_OK;
+
+    if (lk->n + fresh > zone->lookup_limit) {
+        *retry = lk->period + zone->lookup_period - now;
+        sh->lookup_limited++;
+        rc = NGX_BUSY;
+
+    } else {
+        for (i = 0; i < n; i++) {
+            if (ids[i] != caller) {
+                ngx_http_presence_lookup_add(lk, ids[i]);
+            }
+        }
+    }
+
+    ngx_http_presence_unlock(zone);
+
+    return rc;
 }
 
 

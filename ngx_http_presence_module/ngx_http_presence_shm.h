@@ -88,6 +88,7 @@ typedef struct {
 typedef struct {
     ngx_uint_t                      offset;
     ngx_uint_t                      limit;
+    ngx_uint_t                      visible_only;  /* what others may see */
     time_t                          threshold;
     time_t                          timeout;
     ngx_http_presence_user_info_t  *users;
@@ -162,7 +163,24 @@ typedef struct {
     uint64_t                        events_sent;
     uint64_t                        slow_drops;
     uint64_t                        events_logged;
+    uint64_t                        lookup_callers;
+    uint64_t                        lookup_limited;
+    uint64_t                        lookup_evictions;
 } ngx_http_presence_store_stats_t;
+
+
+/* what the store applies on its own, from the configuration */
+
+typedef struct {
+    ngx_uint_t                      max_sessions;  /* a user's, 0: any */
+    time_t                          online;        /* statuses follow */
+    time_t                          recent;        /* the thresholds */
+    ngx_uint_t                      privacy;       /* a privacy column */
+    ngx_uint_t                      privacy_counts;  /* hidden users too */
+    time_t                          precision;     /* others' last seen */
+    ngx_uint_t                      lookup_limit;  /* ids, 0: none */
+    time_t                          lookup_period;
+} ngx_http_presence_store_conf_t;
 
 
 /* a user's status, as the API tells it and the change log records it */
@@ -239,6 +257,8 @@ typedef struct {
     int64_t                         user_id;
     ngx_int_t                       active;      /* users.is_active; -1: */
                                                  /* no such column */
+    ngx_int_t                       visible;     /* the privacy column; */
+                                                 /* -1: NULL, or none */
     ngx_str_t                       fields[NGX_HTTP_PRESENCE_PROFILE_FIELDS];
 } ngx_http_presence_profile_in_t;
 
@@ -290,7 +310,7 @@ char *ngx_http_presence_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
 ngx_str_t *ngx_http_presence_store_name(ngx_http_presence_zone_t *zone);
 void ngx_http_presence_store_configure(ngx_http_presence_zone_t *zone,
-    ngx_uint_t max_sessions, time_t online, time_t recent);
+    ngx_http_presence_store_conf_t *conf);
 
 /* the request path */
 void ngx_http_presence_store_touch(ngx_http_presence_zone_t *zone,
@@ -318,7 +338,8 @@ ngx_uint_t ngx_http_presence_store_sessions(ngx_http_presence_zone_t *zone,
     int64_t user_id, time_t timeout, ngx_http_presence_session_info_t *rows,
     ngx_uint_t max, ngx_log_t *log);
 time_t ngx_http_presence_store_last_seen(ngx_http_presence_zone_t *zone,
-    int64_t *ids, ngx_uint_t n, int64_t *last, ngx_log_t *log);
+    int64_t *ids, ngx_uint_t n, int64_t *last, u_char *hidden,
+    ngx_log_t *log);
 ngx_uint_t ngx_http_presence_store_cleanup(ngx_http_presence_zone_t *zone,
     time_t timeout, ngx_log_t *log);
 void ngx_http_presence_store_stats(ngx_http_presence_zone_t *zone,
@@ -355,14 +376,21 @@ ngx_uint_t ngx_http_presence_store_stale_profiles(
     ngx_uint_t max, ngx_uint_t scan, ngx_log_t *log);
 /* the stream */
 time_t ngx_http_presence_store_snapshot(ngx_http_presence_zone_t *zone,
-    int64_t *ids, ngx_uint_t n, int64_t *last, uint64_t *head,
-    ngx_log_t *log);
+    int64_t *ids, ngx_uint_t n, int64_t *last, u_char *hidden,
+    uint64_t *head, ngx_log_t *log);
 uint64_t ngx_http_presence_store_log_head(ngx_http_presence_zone_t *zone);
 ngx_int_t ngx_http_presence_store_events(ngx_http_presence_zone_t *zone,
     uint64_t *cursor, ngx_http_presence_event_t *events, ngx_uint_t max,
     ngx_uint_t *n, ngx_log_t *log);
 void ngx_http_presence_store_stream_stat(ngx_http_presence_zone_t *zone,
     ngx_uint_t stat, ngx_atomic_int_t delta);
+
+/* privacy */
+ngx_uint_t ngx_http_presence_store_hides(ngx_http_presence_zone_t *zone,
+    int64_t user_id, ngx_log_t *log);
+ngx_int_t ngx_http_presence_store_lookup(ngx_http_presence_zone_t *zone,
+    int64_t caller, int64_t *ids, ngx_uint_t n, time_t *retry,
+    ngx_log_t *log);
 
 ngx_uint_t ngx_http_presence_store_user(ngx_http_presence_zone_t *zone,
     int64_t user_id, ngx_log_t *log);

@@ -70,6 +70,7 @@ struct ngx_http_presence_sub_s {
     size_t                           size;       /* accounted */
     ngx_http_presence_counts_t       counts;     /* aggregate: last sent */
     ngx_uint_t                       aggregate;
+    ngx_http_presence_viewer_t       viewer;     /* quiet: it hides */
     ngx_uint_t                       nids;
     ngx_http_presence_watch_t        watches[1];  /* by user id */
 };
@@ -206,6 +207,16 @@ ngx_http_presence_stream(ngx_http_request_t *r,
         n = 0;              /* the aggregate stream */
     }
 
+    /* a watch list is a lookup: presence_lookup_limit */
+
+    rc = n ? ngx_http_presence_api_lookup(r, zone, ctx->user_id, ids, n)
+           : NGX_OK;
+
+    if (rc != NGX_OK) {
+        ngx_free(ids);
+        return rc;
+    }
+
     if (r->method == NGX_HTTP_HEAD) {
         ngx_free(ids);
         return ngx_http_presence_stream_header(r);
@@ -225,6 +236,8 @@ ngx_http_presence_stream(ngx_http_request_t *r,
     sub->nids = n;
     sub->aggregate = (n == 0);
     sub->exp = (ctx->exp > 0) ? (time_t) ctx->exp : 0;
+
+    ngx_http_presence_api_viewer(r, zone, pmcf, ctx->user_id, &sub->viewer);
     sub->last = &sub->out;
     ngx_queue_init(&sub->dirty);
 
@@ -452,6 +465,7 @@ ngx_http_presence_stream_resume(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_presence_stream_snapshot(ngx_http_presence_sub_t *sub)
 {
+    u_char                       *hidden;
     time_t                        now;
     int64_t                      *ids, *last;
     uint64_t                      head;
@@ -487,26 +501,29 @@ ngx_http_presence_stream_snapshot(ngx_http_presence_sub_t *sub)
         return rc;
     }
 
-    ids = ngx_alloc(2 * sub->nids * sizeof(int64_t), r->connection->log);
+    ids = ngx_alloc(2 * sub->nids * sizeof(int64_t) + sub->nids,
+                    r->connection->log);
     if (ids == NULL) {
         ngx_destroy_pool(pool);
         return NGX_ERROR;
     }
 
     last = ids + sub->nids;
+    hidden = (u_char *) (last + sub->nids);
 
     for (i = 0; i < sub->nids; i++) {
         ids[i] = (int64_t) sub->watches[i].node.key;
     }
 
     now = ngx_http_presence_store_snapshot(st->zone, ids, sub->nids, last,
-                                           &head, r->connection->log);
+                                           hidden, &head, r->connection->log);
     sub->cursor = head;
 
     ngx_http_presence_json_lit(&w, "id: ");
     ngx_http_presence_json_int(&w, (int64_t) head);
     ngx_http_presence_json_lit(&w, "\nevent: snapshot\ndata: ");
-    ngx_http_presence_api_statuses(&w, st->pmcf, ids, last, sub->nids, now);
+    ngx_http_presence_api_statuses(&w, st->pmcf, &sub->viewer, ids, last,
+                                   hidden, sub->nids, now);
     ngx_http_presence_json_lit(&w, "\n\n");
 
     ngx_free(ids);
@@ -756,9 +773,10 @@ ngx_http_presence_stream_fanout(ngx_http_presence_event_t *ev)
     {
         watch = (ngx_http_presence_watch_t *) node;
 
-        if (ev->seq <= watch->sub->cursor) {
-            continue;           /* a resume or a snapshot has it */
-        }
+        if (ev->seq <= watch->sub->cursor || watch->sub->viewer.no_last_seen)
+        {
+            continue;           /* a resume or a snapshot has it, or the */
+        }                       /* caller hides: it sees no events */
 
         watch->sub->cursor = ev->seq;
 
@@ -887,7 +905,14 @@ ngx_http_presence_stream_event(ngx_http_presence_json_t *w,
     ngx_http_presence_json_raw(w, ngx_http_presence_status_names[ev->status],
                        ngx_strlen(ngx_http_presence_status_names[ev->status]));
     ngx_http_presence_json_lit(w, "\",\"last_seen\":");
-    ngx_http_presence_json_time(w, ev->last_ms);
+
+    if (ev->last_ms < 0) {
+        ngx_http_presence_json_lit(w, "null");      /* the user hides */
+
+    } else {
+        ngx_http_presence_json_time(w, ev->last_ms);
+    }
+
     ngx_http_presence_json_lit(w, ",\"timestamp\":");
     ngx_http_presence_json_time(w, ev->at_ms);
     ngx_http_presence_json_lit(w, "}\n\n");
