@@ -465,7 +465,13 @@ $n->stop;
 note('JWT verification');
 my $jwt = `NGINX_BIN=$ENV{NGINX_BIN} SO=$ENV{SO} BENCH_SECONDS=2 t/bench/jwt.sh 2>&1`;
 
-# 7. GET stream: 10 000 streams
+# 7. privacy: status with every privacy directive on vs none
+
+note('privacy');
+my $privacy = `perl t/bench/privacy.pl`;
+die "bench: the privacy bench failed\n" if $?;
+
+# 8. GET stream: 10 000 streams
 
 note('GET stream');
 my $stream = `perl t/bench/stream.pl`;
@@ -496,6 +502,8 @@ for my $r (@rows) {
                                            $r->{ratio}, $r->{p99a},
                                            $r->{p99b};
 }
+
+$md .= $privacy;
 
 $md .= sprintf "\nWarm start: %d active sessions loaded from PostgreSQL "
              . "into an empty zone in %d ms (bar: 100 000 in 3 000 ms, "
