@@ -53,6 +53,8 @@ static ngx_int_t ngx_http_presence_cluster_row(void *data, ngx_uint_t i,
 static int ngx_libc_cdecl ngx_http_presence_cluster_oldest(const void *one,
     const void *two);
 static int64_t ngx_http_presence_cluster_int(u_char *p, size_t len);
+static ngx_int_t ngx_http_presence_cluster_profile(void *data, ngx_uint_t i,
+    ngx_http_presence_profile_in_t *in);
 static void ngx_http_presence_cluster_mark(PGresult *res, int n,
     ngx_http_presence_mark_t *mark);
 static ngx_int_t ngx_http_presence_cluster_id(u_char *v, size_t len,
@@ -85,7 +87,10 @@ enum {
     NGX_HTTP_PRESENCE_PULL_ACTIVE,
     NGX_HTTP_PRESENCE_PULL_UPDATED,         /* us; warm: last_activity */
     NGX_HTTP_PRESENCE_PULL_ID,
-    NGX_HTTP_PRESENCE_PULL_TOTAL            /* warm, first page: all rows */
+    NGX_HTTP_PRESENCE_PULL_TOTAL,           /* warm, first page: all rows */
+    NGX_HTTP_PRESENCE_PULL_HAS_USER,        /* warm: users has the row */
+    NGX_HTTP_PRESENCE_PULL_PROFILE          /* warm: the profile fields, */
+                                            /* is_active, privacy column */
 };
 
 enum {
@@ -149,36 +154,91 @@ static const char  ngx_http_presence_pull_next_sql[] =
 /*
  * The warm start: the active sessions of the last "recent" seconds on the
  * database's clock whose token did not expire beyond the session timeout,
- * by (last_activity, id) descending; the first page also counts them all.
+ * by (last_activity, id) descending, with their users' profiles and
+ * settings (so that a member's privacy is known as soon as its session is
+ * back); the first page also counts them all.  Built when the flusher
+ * starts: the privacy column is the configuration's, and users.is_active
+ * is read only where it exists.
  */
 
+#define NGX_HTTP_PRESENCE_WARM_SELECT                                         \
+    "SELECT s.user_id, s.session_token, s.ip_address, s.user_agent,"          \
+    " CASE WHEN isfinite(s.created_at)"                                       \
+    " THEN (extract(epoch FROM s.created_at) * 1000)::bigint END,"            \
+    " CASE WHEN isfinite(s.last_activity)"                                    \
+    " THEN (extract(epoch FROM s.last_activity) * 1000)::bigint END,"         \
+    " CASE WHEN isfinite(s.expires_at)"                                       \
+    " THEN extract(epoch FROM s.expires_at)::bigint END, s.is_active,"        \
+    " (extract(epoch FROM s.last_activity) * 1000000)::bigint, s.id, "
+
+#define NGX_HTTP_PRESENCE_WARM_PROFILE                                        \
+    ", u.id IS NOT NULL, left(u.username::text, 1024),"                       \
+    " left(u.display_name::text, 1024), left(u.avatar_url::text, 1024), "
+
 #define NGX_HTTP_PRESENCE_WARM_WHERE                                          \
-    " FROM user_sessions WHERE is_active AND isfinite(last_activity)"         \
-    " AND last_activity > (now() AT TIME ZONE 'UTC')"                         \
+    " FROM user_sessions s LEFT JOIN users u ON u.id = s.user_id"             \
+    " WHERE s.is_active AND isfinite(s.last_activity)"                        \
+    " AND s.last_activity > (now() AT TIME ZONE 'UTC')"                       \
     " - make_interval(secs => $1::bigint)"                                    \
-    " AND (expires_at IS NULL OR expires_at > (now() AT TIME ZONE 'UTC')"     \
+    " AND (s.expires_at IS NULL OR s.expires_at > (now() AT TIME ZONE 'UTC')" \
     " - make_interval(secs => $2::bigint))"
 
+#define NGX_HTTP_PRESENCE_WARM_NEXT                                           \
+    " AND (s.last_activity, s.id) < (to_timestamp($3::bigint / 1000000.0)"    \
+    " AT TIME ZONE 'UTC', $4::bigint)"
+
 #define NGX_HTTP_PRESENCE_WARM_END                                            \
-    " ORDER BY last_activity DESC, id DESC"                                   \
+    " ORDER BY s.last_activity DESC, s.id DESC"                               \
     " LIMIT " ngx_value(NGX_HTTP_PRESENCE_PULL_PAGE)
 
 
-static const char  ngx_http_presence_warm_sql[] =
-    NGX_HTTP_PRESENCE_SESSION_COLUMNS
-    " (extract(epoch FROM last_activity) * 1000000)::bigint, id,"
-    " count(*) OVER ()"
-    NGX_HTTP_PRESENCE_WARM_WHERE
-    NGX_HTTP_PRESENCE_WARM_END;
+ngx_int_t
+ngx_http_presence_cluster_init(ngx_http_presence_flusher_t *f,
+    ngx_pool_t *pool)
+{
+    u_char      *p;
+    size_t       len;
+    ngx_str_t   *col;
+    ngx_uint_t   active, next;
 
+    col = &f->pmcf->privacy_column;
 
-static const char  ngx_http_presence_warm_next_sql[] =
-    NGX_HTTP_PRESENCE_SESSION_COLUMNS
-    " (extract(epoch FROM last_activity) * 1000000)::bigint, id"
-    NGX_HTTP_PRESENCE_WARM_WHERE
-    " AND (last_activity, id) < (to_timestamp($3::bigint / 1000000.0)"
-    " AT TIME ZONE 'UTC', $4::bigint)"
-    NGX_HTTP_PRESENCE_WARM_END;
+    len = sizeof(NGX_HTTP_PRESENCE_WARM_SELECT) + sizeof("count(*) OVER ()")
+          + sizeof(NGX_HTTP_PRESENCE_WARM_PROFILE) + sizeof("u.is_active, ")
+          + col->len + sizeof("u.::boolean")
+          + sizeof(NGX_HTTP_PRESENCE_WARM_WHERE)
+          + sizeof(NGX_HTTP_PRESENCE_WARM_NEXT)
+          + sizeof(NGX_HTTP_PRESENCE_WARM_END) + 32;
+
+    for (active = 0; active < 2; active++) {
+        for (next = 0; next < 2; next++) {
+            p = ngx_pnalloc(pool, len);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            f->warm_sql[active][next] = (char *) p;
+
+            p = ngx_sprintf(p, NGX_HTTP_PRESENCE_WARM_SELECT "%s"
+                            NGX_HTTP_PRESENCE_WARM_PROFILE "%s",
+                            next ? "0" : "count(*) OVER ()",
+                            active ? "u.is_active, " : "NULL::boolean, ");
+
+            if (col->len) {
+                p = ngx_sprintf(p, "u.%V::boolean", col);
+
+            } else {
+                p = ngx_cpymem(p, "NULL::boolean", 13);
+            }
+
+            ngx_sprintf(p, NGX_HTTP_PRESENCE_WARM_WHERE "%s"
+                        NGX_HTTP_PRESENCE_WARM_END "%Z",
+                        next ? NGX_HTTP_PRESENCE_WARM_NEXT : "");
+        }
+    }
+
+    return NGX_OK;
+}
 
 
 #define ngx_http_presence_pull_value(res, i, col)                             \
@@ -322,7 +382,7 @@ ngx_http_presence_cluster_warm(ngx_http_presence_flusher_t *f)
 
     if (warm.mark.us == 0) {
         return ngx_http_presence_flush_send(f, "warm",
-                                            ngx_http_presence_warm_sql,
+                                            f->warm_sql[f->users_active != 0][0],
                                             NGX_HTTP_PRESENCE_WARM_US,
                                             params);
     }
@@ -334,7 +394,7 @@ ngx_http_presence_cluster_warm(ngx_http_presence_flusher_t *f)
     params[NGX_HTTP_PRESENCE_WARM_ID] = id;
 
     return ngx_http_presence_flush_send(f, "warm",
-                                        ngx_http_presence_warm_next_sql,
+                                        f->warm_sql[f->users_active != 0][1],
                                         NGX_HTTP_PRESENCE_WARM_NPARAMS,
                                         params);
 }
@@ -361,7 +421,7 @@ ngx_http_presence_cluster_warmed(ngx_http_presence_flusher_t *f,
 
     warm.total = 0;
 
-    if (n && PQnfields(res) > NGX_HTTP_PRESENCE_PULL_TOTAL) {
+    if (n) {
         warm.total = ngx_http_presence_pull_int(res, 0,
                                                 NGX_HTTP_PRESENCE_PULL_TOTAL);
     }
@@ -370,8 +430,9 @@ ngx_http_presence_cluster_warmed(ngx_http_presence_flusher_t *f,
     pull.order = NULL;
 
     rc = ngx_http_presence_store_warm_merge(f->zone, f->pmcf->session_timeout,
-                                         ngx_http_presence_cluster_row, &pull,
-                                         (ngx_uint_t) n, &warm,
+                                         ngx_http_presence_cluster_row,
+                                         ngx_http_presence_cluster_profile,
+                                         &pull, (ngx_uint_t) n, &warm,
                                          n < NGX_HTTP_PRESENCE_PULL_PAGE,
                                          f->pg.log);
 
@@ -519,6 +580,50 @@ ngx_http_presence_cluster_mark(PGresult *res, int n,
         mark->id = ngx_http_presence_pull_int(res, n - 1,
                                               NGX_HTTP_PRESENCE_PULL_ID);
     }
+}
+
+
+/* a warm row's user: its profile and settings (NGX_DECLINED: no row) */
+
+static ngx_int_t
+ngx_http_presence_cluster_profile(void *data, ngx_uint_t i,
+    ngx_http_presence_profile_in_t *in)
+{
+    ngx_http_presence_pull_t *pull = data;
+
+    int         col;
+    PGresult   *res;
+    ngx_uint_t  f;
+
+    res = pull->res;
+    in->user_id = 0;
+
+    if (*PQgetvalue(res, i, NGX_HTTP_PRESENCE_PULL_HAS_USER) != 't') {
+        return NGX_DECLINED;
+    }
+
+    for (f = 0; f < NGX_HTTP_PRESENCE_PROFILE_FIELDS; f++) {
+        col = NGX_HTTP_PRESENCE_PULL_PROFILE + f;
+
+        if (PQgetisnull(res, i, col)) {
+            in->fields[f].data = NULL;
+            in->fields[f].len = 0;
+            continue;
+        }
+
+        in->fields[f].data = ngx_http_presence_pull_value(res, i, col);
+        ngx_http_presence_profiles_cut(&in->fields[f],
+                                       PQgetlength(res, i, col));
+    }
+
+    col = NGX_HTTP_PRESENCE_PULL_PROFILE + NGX_HTTP_PRESENCE_PROFILE_FIELDS;
+
+    in->active = PQgetisnull(res, i, col)
+                 ? -1 : (*PQgetvalue(res, i, col) == 't');
+    in->visible = PQgetisnull(res, i, col + 1)
+                  ? -1 : (*PQgetvalue(res, i, col + 1) == 't');
+
+    return NGX_OK;
 }
 
 

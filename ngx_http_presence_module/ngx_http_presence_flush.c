@@ -186,7 +186,9 @@ ngx_http_presence_flusher_init(ngx_cycle_t *cycle,
     f->pmcf = pmcf;
     f->zone = pmcf->shm_zone->data;
 
-    if (ngx_http_presence_profiles_init(f, cycle->pool) != NGX_OK) {
+    if (ngx_http_presence_profiles_init(f, cycle->pool) != NGX_OK
+        || ngx_http_presence_cluster_init(f, cycle->pool) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 

@@ -76,7 +76,8 @@ struct ngx_http_presence_flusher_s {
     int64_t                          peak_day;
     ngx_uint_t                       peak_hour;
 
-    /* pull */
+    /* warm, pull */
+    char                            *warm_sql[2][2];  /* is_active; next */
     ngx_uint_t                       catchup;    /* the last page was full */
 
     /* profiles */
@@ -101,6 +102,8 @@ void ngx_http_presence_flusher_exit(ngx_http_presence_main_conf_t *pmcf);
  * or cannot start (NGX_ERROR); its result handler says NGX_OK (go on),
  * NGX_AGAIN (the same step once more) or NGX_ERROR.
  */
+ngx_int_t ngx_http_presence_cluster_init(ngx_http_presence_flusher_t *f,
+    ngx_pool_t *pool);
 ngx_int_t ngx_http_presence_cluster_warm(ngx_http_presence_flusher_t *f);
 ngx_int_t ngx_http_presence_cluster_warmed(ngx_http_presence_flusher_t *f,
     PGresult *res);
@@ -109,6 +112,7 @@ ngx_int_t ngx_http_presence_cluster_pulled(ngx_http_presence_flusher_t *f,
     PGresult *res);
 ngx_int_t ngx_http_presence_profiles_init(ngx_http_presence_flusher_t *f,
     ngx_pool_t *pool);
+void ngx_http_presence_profiles_cut(ngx_str_t *field, size_t len);
 ngx_int_t ngx_http_presence_profiles_schema(ngx_http_presence_flusher_t *f);
 ngx_int_t ngx_http_presence_profiles_schema_loaded(
     ngx_http_presence_flusher_t *f, PGresult *res);

@@ -24,7 +24,6 @@
 #define NGX_HTTP_PRESENCE_PROFILE_LEN   1024  /* bytes of a field */
 
 
-static void ngx_http_presence_profiles_cut(ngx_str_t *field, size_t len);
 
 
 enum {
@@ -250,7 +249,7 @@ ngx_http_presence_profiles_loaded(ngx_http_presence_flusher_t *f,
 
 /* at most NGX_HTTP_PRESENCE_PROFILE_LEN bytes, on a character boundary */
 
-static void
+void
 ngx_http_presence_profiles_cut(ngx_str_t *field, size_t len)
 {
     field->len = ngx_min(len, NGX_HTTP_PRESENCE_PROFILE_LEN);

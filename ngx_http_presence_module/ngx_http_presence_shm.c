@@ -3840,14 +3840,17 @@ ngx_http_presence_store_warm(ngx_http_presence_zone_t *zone,
 
 ngx_int_t
 ngx_http_presence_store_warm_merge(ngx_http_presence_zone_t *zone,
-    time_t timeout, ngx_http_presence_row_pt row, void *data, ngx_uint_t n,
+    time_t timeout, ngx_http_presence_row_pt row,
+    ngx_http_presence_profile_pt profile, void *data, ngx_uint_t n,
     ngx_http_presence_warm_t *warm, ngx_uint_t last, ngx_log_t *log)
 {
-    ngx_int_t                      rc;
-    ngx_uint_t                     i, full, end;
-    ngx_time_t                    *tp;
-    ngx_http_presence_shm_t       *sh;
-    ngx_http_presence_activity_t   act;
+    ngx_int_t                        rc;
+    ngx_uint_t                       i, full, end;
+    ngx_time_t                      *tp;
+    ngx_http_presence_shm_t         *sh;
+    ngx_http_presence_user_t        *user;
+    ngx_http_presence_activity_t     act;
+    ngx_http_presence_profile_in_t   in;
 
     full = 0;
 
@@ -3877,9 +3880,21 @@ ngx_http_presence_store_warm_merge(ngx_http_presence_zone_t *zone,
             }
 
             if (ngx_http_presence_record(zone, &act, timeout, log, 1)
-                == NGX_OK)
+                != NGX_OK)
             {
-                sh->warm_loaded++;
+                continue;
+            }
+
+            sh->warm_loaded++;
+
+            /* its profile and settings now, not some flushes later */
+
+            user = ngx_http_presence_find_user(zone, act.user_id);
+
+            if (user && user->profile_at == 0) {
+                ngx_http_presence_set_profile(zone, user,
+                                      (profile(data, i, &in) == NGX_OK)
+                                      ? &in : NULL, ngx_time());
             }
         }
 

@@ -305,6 +305,11 @@ typedef struct {
 typedef ngx_int_t (*ngx_http_presence_row_pt)(void *data, ngx_uint_t i,
     ngx_http_presence_activity_t *act);
 
+/* the warm start's row i: its user's profile; NGX_DECLINED: no such user */
+
+typedef ngx_int_t (*ngx_http_presence_profile_pt)(void *data, ngx_uint_t i,
+    ngx_http_presence_profile_in_t *in);
+
 
 char *ngx_http_presence_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
@@ -369,7 +374,8 @@ void ngx_http_presence_store_merge(ngx_http_presence_zone_t *zone,
 void ngx_http_presence_store_warm(ngx_http_presence_zone_t *zone,
     ngx_http_presence_warm_t *warm, ngx_uint_t begin, ngx_log_t *log);
 ngx_int_t ngx_http_presence_store_warm_merge(ngx_http_presence_zone_t *zone,
-    time_t timeout, ngx_http_presence_row_pt row, void *data, ngx_uint_t n,
+    time_t timeout, ngx_http_presence_row_pt row,
+    ngx_http_presence_profile_pt profile, void *data, ngx_uint_t n,
     ngx_http_presence_warm_t *warm, ngx_uint_t last, ngx_log_t *log);
 ngx_uint_t ngx_http_presence_store_stale_profiles(
     ngx_http_presence_zone_t *zone, time_t ttl, int64_t *ids,

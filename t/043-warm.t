@@ -136,9 +136,17 @@ insert_rows(
     row(34, 'infinity', 0, last => "'infinity'"),
 );
 my $updated = pg_value('SELECT max(updated_at) FROM user_sessions');
+pg_query('SELECT pg_stat_statements_reset()');
 
 $n = node();
 ok(warm_done($n), 'the warm start is over within a few intervals');
+my $page0 = api($n, 'users?limit=100&threshold_minutes=60');
+is(scalar(grep { defined $_->{username} } @{ $page0->{online_users} }), 30,
+   'with the profiles of its users at once');
+sleep 1;
+is(pg_value(q{SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
+              WHERE query LIKE 'SELECT id, left(username%'}), 0,
+   'read with the sessions: the profile loader had nothing left to read');
 $st = api($n, 'stats');
 is($st->{warm}{loaded}, 31, 'stats: 31 sessions loaded');
 

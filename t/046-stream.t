@@ -225,6 +225,30 @@ ok(wait_until(sub { @{ events($s) } }), 'an id the zone never gave');
 is(events($s)->[0]{event}, 'snapshot', 'gets a fresh snapshot');
 stop_stream($s);
 
+# an id the log no longer holds (a 1m zone holds 64 events): a snapshot
+
+{
+    my $small = Presence::Nginx->new(name => 'stream_small', http => <<EOC);
+    presence_zone zone=presence:1m;
+    presence_jwt_secret "$Presence::JWT::SECRET";
+EOC
+    $small->start;
+    my $w = open_stream($small, '/api/v1/online/stream?user_ids=1');
+    ok(wait_until(sub { @{ events($w) } }), 'a stream on a small zone');
+    $small->get('/app/x', tok(1));
+    wait_events($w, 1, ['online']);
+    my $old = events($w)->[-1]{id};
+    stop_stream($w);
+    $small->get('/app/x', tok($_)) for 2 .. 101;
+    $w = open_stream($small, '/api/v1/online/stream?user_ids=1',
+                     headers => ["Last-Event-ID: $old"]);
+    ok(wait_until(sub { @{ events($w) } }), '100 transitions later');
+    is(events($w)->[0]{event}, 'snapshot',
+       'an id the change log no longer holds gets a snapshot');
+    stop_stream($w);
+    $small->stop;
+}
+
 # ---------------------------------------------------------------------
 # 422s, as status gives them
 

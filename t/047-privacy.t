@@ -40,7 +40,8 @@ pg_query(q{INSERT INTO users (id, username) SELECT g, 'm' || g
 sub node {
     my (%o) = @_;
     my $extra = delete $o{http} // '';
-    pg_query('TRUNCATE user_sessions');     # no warm start from before
+    pg_query('TRUNCATE user_sessions')      # no warm start from before
+        unless delete $o{keep_sessions};
     my $n = Presence::Nginx->new(name => 'privacy', workers => 2, %o,
                                  http => <<EOC . $extra, server => <<'EOS');
     presence_zone zone=presence:8m;
@@ -118,6 +119,26 @@ hide(2, 'true');
 $n->request('POST /api/v1/online/cleanup', tok(100));
 ok(wait_until(sub { status_of($n, 100, 2)->{status} eq 'online' }, 1),
    'after POST cleanup the settings are read again at once');
+$n->stop;
+
+# ---------------------------------------------------------------------
+# a restart: the warm start reads the settings with the sessions, so a
+# hidden member stays hidden and a visible one is back at once
+
+$n = node();
+hide(9, 'false');
+$n->get('/app/x', tok($_)) for 8, 9;
+ok(wait_until(sub { pg_value(q{SELECT count(*) FROM user_sessions
+                               WHERE user_id IN (8, 9)}) == 2 }),
+   'two sessions written');
+$n->stop;
+$n = node(keep_sessions => 1);
+ok(wait_until(sub { api($n, 'stats', 100)->{warm}{done} }), 'restarted');
+is(status_of($n, 100, 8)->{status}, 'online',
+   'the visible member is online as soon as the warm start is over');
+is_deeply(status_of($n, 100, 9), { status => 'offline', last_seen => undef },
+          'the hidden member stays hidden');
+hide(9, 'true');
 $n->stop;
 
 # ---------------------------------------------------------------------
