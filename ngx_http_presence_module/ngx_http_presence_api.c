@@ -22,6 +22,7 @@
 #include "ngx_http_presence_json.h"
 #include "ngx_http_presence_args.h"
 #include "ngx_http_presence_stream.h"
+#include "ngx_http_presence_analytics.h"
 
 
 #define NGX_HTTP_PRESENCE_API_MAX_IDS  100
@@ -38,7 +39,9 @@ typedef enum {
     NGX_HTTP_PRESENCE_API_SESSIONS,
     NGX_HTTP_PRESENCE_API_STATUS,
     NGX_HTTP_PRESENCE_API_CLEANUP,
-    NGX_HTTP_PRESENCE_API_STREAM
+    NGX_HTTP_PRESENCE_API_STREAM,
+    NGX_HTTP_PRESENCE_API_ANALYTICS,
+    NGX_HTTP_PRESENCE_API_DAILY
 } ngx_http_presence_api_e;
 
 
@@ -116,6 +119,10 @@ static ngx_http_presence_endpoint_t  ngx_http_presence_endpoints[] = {
     { ngx_string("cleanup"), NGX_HTTP_POST,
       ngx_string("POST") },
     { ngx_string("stream"), NGX_HTTP_GET|NGX_HTTP_HEAD,
+      ngx_string("GET, HEAD") },
+    { ngx_string("analytics"), NGX_HTTP_GET|NGX_HTTP_HEAD,
+      ngx_string("GET, HEAD") },
+    { ngx_string("analytics/daily"), NGX_HTTP_GET|NGX_HTTP_HEAD,
       ngx_string("GET, HEAD") }
 };
 
@@ -284,13 +291,21 @@ ngx_http_presence_api_handler(ngx_http_request_t *r)
     case NGX_HTTP_PRESENCE_API_STREAM:
         return ngx_http_presence_stream(r, zone, pmcf, ctx);
 
-    default: /* NGX_HTTP_PRESENCE_API_CLEANUP */
+    default: /* cleanup, analytics: presence_api_admin_claim */
 
         if (plcf->admin_check >= 0
             && !(ctx->matched & (1u << plcf->admin_check)))
         {
             return ngx_http_presence_api_error(r, NGX_HTTP_FORBIDDEN,
                                                "Not enough permissions");
+        }
+
+        if (ep == NGX_HTTP_PRESENCE_API_ANALYTICS) {
+            return ngx_http_presence_api_analytics(r, zone, pmcf);
+        }
+
+        if (ep == NGX_HTTP_PRESENCE_API_DAILY) {
+            return ngx_http_presence_api_daily(r, zone, pmcf);
         }
 
         return ngx_http_presence_api_cleanup(r, zone, pmcf);
@@ -1108,7 +1123,11 @@ ngx_http_presence_api_statuses(ngx_http_presence_json_t *w,
     ngx_http_presence_main_conf_t *pmcf, ngx_http_presence_viewer_t *viewer,
     int64_t *ids, int64_t *last, u_char *hidden, ngx_uint_t n, time_t now)
 {
+    time_t      online, recent;
     ngx_uint_t  i;
+
+    online = now - pmcf->thresholds[NGX_HTTP_PRESENCE_ONLINE];
+    recent = now - pmcf->thresholds[NGX_HTTP_PRESENCE_RECENT];
 
     ngx_http_presence_json_lit(w, "{\"statuses\":{");
 
@@ -1123,10 +1142,7 @@ ngx_http_presence_api_statuses(ngx_http_presence_json_t *w,
 
         ngx_http_presence_api_seen(w, ids[i],
                                    (hidden[i] && ids[i] != viewer->caller)
-                                   ? -1 : last[i],
-                                   now - pmcf->thresholds[NGX_HTTP_PRESENCE_ONLINE],
-                                   now - pmcf->thresholds[NGX_HTTP_PRESENCE_RECENT],
-                                   viewer);
+                                   ? -1 : last[i], online, recent, viewer);
     }
 
     ngx_http_presence_json_lit(w, "},\"timestamp\":");
@@ -1224,6 +1240,63 @@ ngx_http_presence_api_lookup(ngx_http_request_t *r,
 
     return ngx_http_presence_api_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
                                        "Too Many Requests");
+}
+
+
+/* GET analytics: from the zone, now */
+
+ngx_int_t
+ngx_http_presence_api_analytics(ngx_http_request_t *r,
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf)
+{
+    ngx_http_presence_json_t       w;
+    ngx_http_presence_analytics_t  a;
+
+    ngx_http_presence_store_analytics(zone,
+                                 pmcf->thresholds[NGX_HTTP_PRESENCE_ONLINE],
+                                 &a, r->connection->log);
+
+    ngx_http_presence_json_init(&w, r->pool, 2048);
+    ngx_http_presence_analytics_json(&w, &a);
+
+    return ngx_http_presence_api_send(r, NGX_HTTP_OK, &w);
+}
+
+
+/* GET analytics/daily?days=30 (1...365): presence_daily, and today */
+
+ngx_int_t
+ngx_http_presence_api_daily(ngx_http_request_t *r,
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf)
+{
+    int64_t                     today;
+    ngx_uint_t                  n;
+    ngx_http_presence_day_t    *rows;
+    ngx_http_presence_json_t    w;
+    ngx_http_presence_param_t   param = { "days", 1, 365, 30 };
+
+    ngx_http_presence_json_init(&w, r->pool, 256);
+
+    if (ngx_http_presence_api_args(r, &param, 1, &w)) {
+        return ngx_http_presence_api_send(r, NGX_HTTP_PRESENCE_422, &w);
+    }
+
+    rows = ngx_palloc(r->pool, (NGX_HTTP_PRESENCE_HISTORY + 2)
+                               * sizeof(ngx_http_presence_day_t));
+    if (rows == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    today = ngx_time() / NGX_HTTP_PRESENCE_DAY;
+
+    n = ngx_http_presence_store_history(zone, today - param.value + 1, rows,
+                                        NGX_HTTP_PRESENCE_HISTORY + 2,
+                                        r->connection->log);
+
+    ngx_http_presence_json_init(&w, r->pool, 160 * param.value + 64);
+    ngx_http_presence_analytics_daily_json(&w, rows, n, today, param.value);
+
+    return ngx_http_presence_api_send(r, NGX_HTTP_OK, &w);
 }
 
 

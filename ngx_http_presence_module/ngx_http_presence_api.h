@@ -47,6 +47,10 @@ ngx_int_t ngx_http_presence_api_send(ngx_http_request_t *r,
 ngx_int_t ngx_http_presence_api_ids(ngx_http_request_t *r, int64_t *ids,
     ngx_uint_t max, ngx_uint_t optional, ngx_uint_t *n,
     ngx_http_presence_json_t *w);
+ngx_int_t ngx_http_presence_api_analytics(ngx_http_request_t *r,
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf);
+ngx_int_t ngx_http_presence_api_daily(ngx_http_request_t *r,
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf);
 void ngx_http_presence_api_statuses(ngx_http_presence_json_t *w,
     ngx_http_presence_main_conf_t *pmcf, ngx_http_presence_viewer_t *viewer,
     int64_t *ids, int64_t *last, u_char *hidden, ngx_uint_t n, time_t now);

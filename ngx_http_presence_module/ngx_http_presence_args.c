@@ -415,3 +415,83 @@ ngx_http_presence_utf8_replace(u_char *dst, const u_char *src, size_t len)
 
     return d - dst;
 }
+
+
+const char  *ngx_http_presence_device_names[] = {
+    "other", "mobile", "tablet", "desktop", "bot"
+};
+
+
+/* "word" (lowercase) in ua, whatever the case */
+
+static int
+ngx_http_presence_has(const u_char *ua, size_t len, const char *word)
+{
+    size_t  i, j, n;
+
+    n = strlen(word);
+
+    for (i = 0; i + n <= len; i++) {
+        for (j = 0; j < n; j++) {
+            u_char  c = ua[i + j];
+
+            if (c >= 'A' && c <= 'Z') {
+                c |= 0x20;
+            }
+
+            if (c != (u_char) word[j]) {
+                break;
+            }
+        }
+
+        if (j == n) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * Robots first (Googlebot's smartphone agent says Android and Mobile),
+ * then tablets (iPad; Android without "Mobile", as Android tablets send
+ * it), phones, desktop systems; anything else (curl, none) is "other"
+ */
+
+unsigned
+ngx_http_presence_device(const u_char *ua, size_t len)
+{
+    if (ngx_http_presence_has(ua, len, "bot")
+        || ngx_http_presence_has(ua, len, "spider")
+        || ngx_http_presence_has(ua, len, "crawl"))
+    {
+        return NGX_HTTP_PRESENCE_DEVICE_BOT;
+    }
+
+    if (ngx_http_presence_has(ua, len, "ipad")
+        || ngx_http_presence_has(ua, len, "tablet")
+        || (ngx_http_presence_has(ua, len, "android")
+            && !ngx_http_presence_has(ua, len, "mobile")))
+    {
+        return NGX_HTTP_PRESENCE_DEVICE_TABLET;
+    }
+
+    if (ngx_http_presence_has(ua, len, "mobi")
+        || ngx_http_presence_has(ua, len, "iphone")
+        || ngx_http_presence_has(ua, len, "ipod")
+        || ngx_http_presence_has(ua, len, "android"))
+    {
+        return NGX_HTTP_PRESENCE_DEVICE_MOBILE;
+    }
+
+    if (ngx_http_presence_has(ua, len, "windows")
+        || ngx_http_presence_has(ua, len, "macintosh")
+        || ngx_http_presence_has(ua, len, "x11")
+        || ngx_http_presence_has(ua, len, "cros"))
+    {
+        return NGX_HTTP_PRESENCE_DEVICE_DESKTOP;
+    }
+
+    return NGX_HTTP_PRESENCE_DEVICE_OTHER;
+}

@@ -6,8 +6,9 @@
 
 /*
  * The module's nginx-free helpers: the API's query-string parsers, as
- * FastAPI validates, and the UTF-8 sanitiser of what is stored; no nginx
- * here, so the fuzz target links this file alone.
+ * FastAPI validates, the UTF-8 sanitiser of what is stored, and the
+ * device class of a User-Agent; no nginx here, so the fuzz target links
+ * this file alone.
  */
 
 
@@ -44,6 +45,19 @@ size_t ngx_http_presence_sanitize(u_char *dst, size_t size, u_char *src,
     size_t len);
 size_t ngx_http_presence_utf8_replace(u_char *dst, const u_char *src,
     size_t len);
+
+
+/* a session's device class, from its User-Agent */
+#define NGX_HTTP_PRESENCE_DEVICE_OTHER    0
+#define NGX_HTTP_PRESENCE_DEVICE_MOBILE   1
+#define NGX_HTTP_PRESENCE_DEVICE_TABLET   2
+#define NGX_HTTP_PRESENCE_DEVICE_DESKTOP  3
+#define NGX_HTTP_PRESENCE_DEVICE_BOT      4
+#define NGX_HTTP_PRESENCE_DEVICES         5
+
+extern const char  *ngx_http_presence_device_names[];
+
+unsigned ngx_http_presence_device(const u_char *ua, size_t len);
 
 
 #endif /* _NGX_HTTP_PRESENCE_ARGS_H_INCLUDED_ */

@@ -382,9 +382,8 @@ ngx_http_presence_cluster_warm(ngx_http_presence_flusher_t *f)
 
     if (warm.mark.us == 0) {
         return ngx_http_presence_flush_send(f, "warm",
-                                            f->warm_sql[f->users_active != 0][0],
-                                            NGX_HTTP_PRESENCE_WARM_US,
-                                            params);
+                                        f->warm_sql[f->users_active != 0][0],
+                                        NGX_HTTP_PRESENCE_WARM_US, params);
     }
 
     ngx_sprintf((u_char *) us, "%L%Z", warm.mark.us);
@@ -527,6 +526,7 @@ ngx_http_presence_cluster_row(void *data, ngx_uint_t i,
                                                   NGX_HTTP_PRESENCE_PULL_UA),
                      PQgetlength(res, i, NGX_HTTP_PRESENCE_PULL_UA));
     act->ua_hash = ngx_crc32_short(act->ua, act->ua_len);
+    act->device = (uint8_t) ngx_http_presence_device(act->ua, act->ua_len);
 
     return NGX_OK;
 }

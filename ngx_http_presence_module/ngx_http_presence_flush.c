@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "ngx_http_presence_flush.h"
+#include "ngx_http_presence_args.h"
 
 
 #define NGX_HTTP_PRESENCE_BATCH_MAX      5000
@@ -49,14 +50,13 @@ static ngx_uint_t ngx_http_presence_flush_collect(
 static ngx_int_t ngx_http_presence_flush_written(
     ngx_http_presence_flusher_t *f, PGresult *res);
 static char *ngx_http_presence_batch_json(ngx_http_presence_flusher_t *f);
-static const char *ngx_http_presence_device(u_char *ua, size_t len);
 static void ngx_http_presence_ascii(u_char *p, uint16_t *len);
 static void ngx_http_presence_flush_done(ngx_http_presence_flusher_t *f);
 
 
 static const char  *ngx_http_presence_flush_phases[] = {
     "idle", "connect", "schema", "peaks", "warm", "upsert", "pull",
-    "pull peaks", "profiles", "done"
+    "pull peaks", "profiles", "daily", "done"
 };
 
 
@@ -428,6 +428,10 @@ ngx_http_presence_flush_goto(ngx_http_presence_flusher_t *f,
             rc = ngx_http_presence_profiles_load(f);
             break;
 
+        case NGX_HTTP_PRESENCE_FLUSH_DAILY:
+            rc = ngx_http_presence_analytics_daily(f);
+            break;
+
         case NGX_HTTP_PRESENCE_FLUSH_DONE:
             ngx_http_presence_flush_done(f);
             return;
@@ -501,6 +505,10 @@ ngx_http_presence_flush_next(ngx_http_presence_flusher_t *f,
 
     case NGX_HTTP_PRESENCE_FLUSH_PROFILES:
         return f->exiting ? NGX_HTTP_PRESENCE_FLUSH_DONE
+                          : NGX_HTTP_PRESENCE_FLUSH_DAILY;
+
+    case NGX_HTTP_PRESENCE_FLUSH_DAILY:
+        return f->exiting ? NGX_HTTP_PRESENCE_FLUSH_DONE
                           : NGX_HTTP_PRESENCE_FLUSH_IDLE;
 
     default:
@@ -544,6 +552,10 @@ ngx_http_presence_flush_result(ngx_http_presence_pg_t *pg, PGresult *res)
 
     case NGX_HTTP_PRESENCE_FLUSH_PROFILES:
         rc = ngx_http_presence_profiles_loaded(f, res);
+        break;
+
+    case NGX_HTTP_PRESENCE_FLUSH_DAILY:
+        rc = ngx_http_presence_analytics_written(f, res);
         break;
 
     default:
@@ -842,7 +854,6 @@ ngx_http_presence_batch_json(ngx_http_presence_flusher_t *f)
     size_t                             len;
     json_t                            *list, *o;
     ngx_uint_t                         k;
-    const char                        *device;
     ngx_http_presence_session_info_t  *row;
 
     tp = ngx_timeofday();
@@ -888,9 +899,12 @@ ngx_http_presence_batch_json(ngx_http_presence_flusher_t *f)
 
             json_object_set_new(o, "ua", json_stringn((char *) row->ua,
                                                       row->ua_len));
-            device = ngx_http_presence_device(row->ua, row->ua_len);
-            json_object_set_new(o, "d", json_string(device));
         }
+
+        /* device_info: the session's class, from its User-Agent */
+
+        json_object_set_new(o, "d",
+                   json_string(ngx_http_presence_device_names[row->device]));
 
         json_array_append_new(list, o);
     }
@@ -899,36 +913,6 @@ ngx_http_presence_batch_json(ngx_http_presence_flusher_t *f)
     json_decref(list);
 
     return text;
-}
-
-
-
-/* device_info: a coarse class from the User-Agent */
-
-static const char *
-ngx_http_presence_device(u_char *ua, size_t len)
-{
-    if (ngx_strlcasestrn(ua, ua + len, (u_char *) "bot", 3 - 1)
-        || ngx_strlcasestrn(ua, ua + len, (u_char *) "spider", 6 - 1)
-        || ngx_strlcasestrn(ua, ua + len, (u_char *) "crawl", 5 - 1))
-    {
-        return "bot";
-    }
-
-    if (ngx_strlcasestrn(ua, ua + len, (u_char *) "ipad", 4 - 1)
-        || ngx_strlcasestrn(ua, ua + len, (u_char *) "tablet", 6 - 1))
-    {
-        return "tablet";
-    }
-
-    if (ngx_strlcasestrn(ua, ua + len, (u_char *) "mobi", 4 - 1)
-        || ngx_strlcasestrn(ua, ua + len, (u_char *) "iphone", 6 - 1)
-        || ngx_strlcasestrn(ua, ua + len, (u_char *) "android", 7 - 1))
-    {
-        return "mobile";
-    }
-
-    return "desktop";
 }
 
 

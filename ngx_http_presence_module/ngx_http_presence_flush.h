@@ -14,7 +14,7 @@
  *          -> upsert (a batch with deactivation and the hour's peak as
  *             CTEs: one statement; repeated while the ring holds more)
  *          -> pull -> pull peaks (presence_cluster only)
- *          -> profiles -> idle
+ *          -> profiles -> daily (presence_daily, every 5 s) -> idle
  *
  * A new connection goes connect -> schema (the columns of "users") ->
  * peaks -> warm -> upsert ...; at worker exit the last batch goes upsert
@@ -50,6 +50,7 @@ typedef enum {
     NGX_HTTP_PRESENCE_FLUSH_PULL,
     NGX_HTTP_PRESENCE_FLUSH_PULL_PEAKS,
     NGX_HTTP_PRESENCE_FLUSH_PROFILES,
+    NGX_HTTP_PRESENCE_FLUSH_DAILY,
     NGX_HTTP_PRESENCE_FLUSH_DONE
 } ngx_http_presence_flush_phase_e;
 
@@ -84,6 +85,12 @@ struct ngx_http_presence_flusher_s {
     ngx_uint_t                       users_active;  /* the column exists */
     char                            *profiles_sql[2];  /* without, with it */
     int64_t                          ids[NGX_HTTP_PRESENCE_PROFILE_MAX];
+
+    /* daily */
+    ngx_msec_t                       daily_at;   /* today's last written */
+    int64_t                          daily_day;  /* the row in flight */
+    ngx_uint_t                       daily_pending;  /* a closed day */
+    ngx_uint_t                       daily_history;  /* read back */
     ngx_uint_t                       nids;
     ngx_http_presence_profile_in_t   profiles[NGX_HTTP_PRESENCE_PROFILE_MAX];
 };
@@ -113,6 +120,9 @@ ngx_int_t ngx_http_presence_cluster_pulled(ngx_http_presence_flusher_t *f,
 ngx_int_t ngx_http_presence_profiles_init(ngx_http_presence_flusher_t *f,
     ngx_pool_t *pool);
 void ngx_http_presence_profiles_cut(ngx_str_t *field, size_t len);
+ngx_int_t ngx_http_presence_analytics_daily(ngx_http_presence_flusher_t *f);
+ngx_int_t ngx_http_presence_analytics_written(ngx_http_presence_flusher_t *f,
+    PGresult *res);
 ngx_int_t ngx_http_presence_profiles_schema(ngx_http_presence_flusher_t *f);
 ngx_int_t ngx_http_presence_profiles_schema_loaded(
     ngx_http_presence_flusher_t *f, PGresult *res);

@@ -48,10 +48,17 @@ static size_t ngx_http_presence_metrics_size(ngx_str_t *zone);
 static u_char *ngx_http_presence_metric(u_char *p, ngx_str_t *zone,
     ngx_http_presence_metric_t *m, ngx_http_presence_store_stats_t *st);
 static void ngx_http_presence_metrics_zone(ngx_str_t *name, ngx_str_t *zone);
+static size_t ngx_http_presence_histogram_size(ngx_str_t *zone);
+static u_char *ngx_http_presence_histogram(u_char *p, ngx_str_t *zone,
+    ngx_http_presence_store_stats_t *st);
 
 
 static const char  *ngx_http_presence_metric_thresholds[] = {
     "very_active", "online", "recent"
+};
+
+static const char  *ngx_http_presence_metric_devices[] = {
+    "other", "mobile", "tablet", "desktop", "bot"
 };
 
 static const char  *ngx_http_presence_metric_jwt[] = {
@@ -178,7 +185,12 @@ static ngx_http_presence_metric_t  ngx_http_presence_metrics_table[] = {
       "Answers refused with 429: past presence_lookup_limit.",
       lookup_limited),
     NGX_HTTP_PRESENCE_COUNTER("lookup_evictions_total",
-      "Callers' lookup records evicted for room.", lookup_evictions)
+      "Callers' lookup records evicted for room.", lookup_evictions),
+
+    { "sessions_by_device", NGX_HTTP_PRESENCE_METRIC_GAUGE,
+      "Sessions active within the online threshold, by device class.",
+      "device", ngx_http_presence_metric_devices,
+      ngx_http_presence_stat(devices), 5 }
 };
 
 
@@ -234,7 +246,8 @@ ngx_http_presence_metrics_handler(ngx_http_request_t *r)
                       ngx_http_presence_store_name(pmcf->shm_zone->data),
                       &zone);
 
-    b = ngx_create_temp_buf(r->pool, ngx_http_presence_metrics_size(&zone));
+    b = ngx_create_temp_buf(r->pool, ngx_http_presence_metrics_size(&zone)
+                                     + ngx_http_presence_histogram_size(&zone));
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -249,6 +262,8 @@ ngx_http_presence_metrics_handler(ngx_http_request_t *r)
                                        &ngx_http_presence_metrics_table[i],
                                        &st);
     }
+
+    b->last = ngx_http_presence_histogram(b->last, &zone, &st);
 
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
@@ -269,6 +284,57 @@ ngx_http_presence_metrics_handler(ngx_http_request_t *r)
     out.next = NULL;
 
     return ngx_http_output_filter(r, &out);
+}
+
+
+/* the durations of the sessions that ended: a Prometheus histogram */
+
+#define NGX_HTTP_PRESENCE_HISTOGRAM  "session_duration_seconds"
+
+static size_t
+ngx_http_presence_histogram_size(ngx_str_t *zone)
+{
+    return 256 + (NGX_HTTP_PRESENCE_DURATIONS + 2)
+                 * (sizeof("nginx_presence_" NGX_HTTP_PRESENCE_HISTOGRAM
+                           "_bucket{zone=\"\",le=\"+Inf\"} \n")
+                    + zone->len + 2 * NGX_INT64_LEN);
+}
+
+
+static u_char *
+ngx_http_presence_histogram(u_char *p, ngx_str_t *zone,
+    ngx_http_presence_store_stats_t *st)
+{
+    uint64_t    sum;
+    ngx_uint_t  i;
+
+    p = ngx_sprintf(p, "# HELP nginx_presence_" NGX_HTTP_PRESENCE_HISTOGRAM
+                       " How long sessions lasted (last activity - start), "
+                       "counted when they expire or are cleaned.\n"
+                       "# TYPE nginx_presence_" NGX_HTTP_PRESENCE_HISTOGRAM
+                       " histogram\n");
+
+    for (sum = 0, i = 0; i < NGX_HTTP_PRESENCE_DURATIONS; i++) {
+        sum += st->durations[i];
+
+        if (i == NGX_HTTP_PRESENCE_DURATIONS - 1) {
+            p = ngx_sprintf(p, "nginx_presence_" NGX_HTTP_PRESENCE_HISTOGRAM
+                               "_bucket{zone=\"%V\",le=\"+Inf\"} %uL\n",
+                            zone, sum);
+            break;
+        }
+
+        p = ngx_sprintf(p, "nginx_presence_" NGX_HTTP_PRESENCE_HISTOGRAM
+                           "_bucket{zone=\"%V\",le=\"%uD\"} %uL\n",
+                        zone, ngx_http_presence_duration_bounds[i], sum);
+    }
+
+    return ngx_sprintf(p, "nginx_presence_" NGX_HTTP_PRESENCE_HISTOGRAM
+                          "_sum{zone=\"%V\"} %uL.%03uL\n"
+                          "nginx_presence_" NGX_HTTP_PRESENCE_HISTOGRAM
+                          "_count{zone=\"%V\"} %uL\n",
+                       zone, st->duration_ms / 1000, st->duration_ms % 1000,
+                       zone, st->duration_count);
 }
 
 

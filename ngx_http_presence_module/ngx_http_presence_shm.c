@@ -22,13 +22,30 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include <math.h>
+
 #include "ngx_http_presence_shm.h"
+#include "ngx_http_presence_args.h"
 
 
 #define NGX_HTTP_PRESENCE_ZONE_MAGIC    0x50524553  /* "PRES" */
-#define NGX_HTTP_PRESENCE_ZONE_VERSION  5
+#define NGX_HTTP_PRESENCE_ZONE_VERSION  6
 
 #define NGX_HTTP_PRESENCE_NIL           0xffffffff
+
+/*
+ * today's distinct users: a HyperLogLog sketch of 4 096 registers, a
+ * standard error of 1.04 / sqrt(4096) = 1.6 %, exact-ish below 10 000 by
+ * linear counting; each user is added once an hour
+ */
+#define NGX_HTTP_PRESENCE_HLL_BITS       12
+#define NGX_HTTP_PRESENCE_HLL            (1 << NGX_HTTP_PRESENCE_HLL_BITS)
+
+
+const uint32_t  ngx_http_presence_duration_bounds[] = {
+    1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800,
+    86400, 0xffffffff
+};
 
 
 /* User-Agent buckets: one for four sessions, at least this many */
@@ -71,6 +88,7 @@ typedef struct {
     uint32_t                        ua;          /* offset / 8, 0: none */
     u_char                          addr[16];
     uint8_t                         family;      /* AF_INET, AF_INET6, 0 */
+    uint8_t                         device;      /* DEVICE_MOBILE ... */
     uint8_t                         flags;
     uint8_t                         method_len;
     uint8_t                         uri_len;
@@ -90,6 +108,8 @@ typedef struct {
     uint32_t                        profile;     /* offset / 8, 0: none */
     uint32_t                        profile_at;  /* seconds */
     uint32_t                        flags;
+    int32_t                         hour_seen;   /* counted in the hour's */
+    int32_t                         day_new;     /* and the day's numbers */
 } ngx_http_presence_user_t;
 
 
@@ -237,6 +257,20 @@ typedef struct {
     uint64_t                        lookup_limited;
     uint64_t                        lookup_evictions;
 
+    /* analytics: today (UTC), the day before until written, history */
+    ngx_http_presence_day_t         today;
+    ngx_http_presence_day_t         prev;
+    ngx_uint_t                      prev_pending;
+    ngx_uint_t                      history_due;
+    uint32_t                        hour_users[NGX_HTTP_PRESENCE_HOURS];
+    uint8_t                         today_users[NGX_HTTP_PRESENCE_HLL];
+    uint64_t                        durations[NGX_HTTP_PRESENCE_DURATIONS];
+    uint64_t                        all_durations[NGX_HTTP_PRESENCE_DURATIONS];
+    uint64_t                        all_count;
+    uint64_t                        all_ms;
+    ngx_http_presence_day_t         history[NGX_HTTP_PRESENCE_HISTORY];
+    ngx_uint_t                      nhistory;
+
     /* the request path's counters: one line per worker, no sharing */
     ngx_http_presence_counters_t    counters[NGX_HTTP_PRESENCE_SLOTS];
 
@@ -293,6 +327,9 @@ struct ngx_http_presence_zone_s {
 #define NGX_HTTP_PRESENCE_TREE_USERS     0
 #define NGX_HTTP_PRESENCE_TREE_SESSIONS  1
 #define NGX_HTTP_PRESENCE_TREE_VISIBLE   2   /* users others may see */
+
+/* online sessions looked at for their device classes */
+#define NGX_HTTP_PRESENCE_DEVICE_SCAN    100000
 
 /* sessions freed in one hold of the lock by expiry */
 #define NGX_HTTP_PRESENCE_EXPIRE_SLICE  1000
@@ -359,6 +396,15 @@ static ngx_int_t ngx_http_presence_lookup_pos(ngx_http_presence_lookup_t *lk,
     int64_t id);
 static void ngx_http_presence_lookup_add(ngx_http_presence_lookup_t *lk,
     int64_t id);
+static void ngx_http_presence_day_close(ngx_http_presence_zone_t *zone);
+static ngx_uint_t ngx_http_presence_devices(ngx_http_presence_zone_t *zone,
+    time_t online, uint64_t *devices);
+static void ngx_http_presence_today(ngx_http_presence_zone_t *zone,
+    time_t online, ngx_http_presence_day_t *today);
+static void ngx_http_presence_ended(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_session_t *s);
+static void ngx_http_presence_hll_add(uint8_t *reg, int64_t user_id);
+static uint64_t ngx_http_presence_hll_count(uint8_t *reg);
 static void ngx_http_presence_forget(ngx_http_presence_zone_t *zone,
     u_char *id, int64_t last_ms);
 static void ngx_http_presence_ring_add(ngx_http_presence_shm_t *sh,
@@ -386,6 +432,8 @@ static ngx_int_t ngx_http_presence_layout(ngx_http_presence_zone_t *zone,
     ngx_str_t *name, ngx_log_t *log);
 static ngx_int_t ngx_http_presence_layout_arrays(ngx_slab_pool_t *shpool,
     ngx_http_presence_shm_t *sh);
+static ngx_int_t ngx_http_presence_layout_trees(
+    ngx_http_presence_zone_t *zone, ngx_http_presence_shm_t *sh);
 static ngx_int_t ngx_http_presence_layout_log(ngx_slab_pool_t *shpool,
     ngx_http_presence_shm_t *sh);
 static ngx_int_t ngx_http_presence_layout_slots(ngx_slab_pool_t *shpool,
@@ -662,7 +710,7 @@ static ngx_int_t
 ngx_http_presence_layout(ngx_http_presence_zone_t *zone, ngx_str_t *name,
     ngx_log_t *log)
 {
-    size_t                    avail, per, ring, len, bits;
+    size_t                    avail, per, ring, len;
     uint32_t                  n;
     ngx_slab_pool_t          *shpool;
     ngx_http_presence_shm_t  *sh;
@@ -697,20 +745,8 @@ ngx_http_presence_layout(ngx_http_presence_zone_t *zone, ngx_str_t *name,
 
     shpool->log_nomem = 0;
 
-    bits = (NGX_HTTP_PRESENCE_DAY + 1) * sizeof(int32_t);
-
-    sh->users_bit = ngx_slab_calloc_locked(shpool, bits);
-    sh->sessions_bit = ngx_slab_calloc_locked(shpool, bits);
-
-    if (sh->users_bit == NULL || sh->sessions_bit == NULL) {
+    if (ngx_http_presence_layout_trees(zone, sh) != NGX_OK) {
         goto small;
-    }
-
-    if (zone->privacy) {
-        sh->visible_bit = ngx_slab_calloc_locked(shpool, bits);
-        if (sh->visible_bit == NULL) {
-            goto small;
-        }
     }
 
     if (ngx_http_presence_layout_log(shpool, sh) != NGX_OK) {
@@ -766,6 +802,7 @@ ngx_http_presence_layout(ngx_http_presence_zone_t *zone, ngx_str_t *name,
     /* a new zone, or one started afresh: filled from PostgreSQL */
 
     sh->warm = NGX_HTTP_PRESENCE_WARM_PENDING;
+    sh->today.day = ngx_time() / NGX_HTTP_PRESENCE_DAY;
 
     ngx_rbtree_init(&sh->lookups, &sh->lookup_sentinel,
                     ngx_rbtree_insert_value);
@@ -833,6 +870,34 @@ ngx_http_presence_layout_arrays(ngx_slab_pool_t *shpool,
     sh->q_head = NGX_HTTP_PRESENCE_NIL;
     sh->q_tail = NGX_HTTP_PRESENCE_NIL;
     sh->clock = ngx_time();
+
+    return NGX_OK;
+}
+
+
+/* the counting trees over the seconds of a day */
+
+static ngx_int_t
+ngx_http_presence_layout_trees(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_shm_t *sh)
+{
+    size_t  bits;
+
+    bits = (NGX_HTTP_PRESENCE_DAY + 1) * sizeof(int32_t);
+
+    sh->users_bit = ngx_slab_calloc_locked(zone->shpool, bits);
+    sh->sessions_bit = ngx_slab_calloc_locked(zone->shpool, bits);
+
+    if (sh->users_bit == NULL || sh->sessions_bit == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (zone->privacy) {
+        sh->visible_bit = ngx_slab_calloc_locked(zone->shpool, bits);
+        if (sh->visible_bit == NULL) {
+            return NGX_ERROR;
+        }
+    }
 
     return NGX_OK;
 }
@@ -1057,6 +1122,11 @@ ngx_http_presence_advance(ngx_http_presence_zone_t *zone, time_t now)
     ngx_http_presence_shm_t  *sh;
 
     sh = zone->sh;
+
+    if (now / NGX_HTTP_PRESENCE_DAY > sh->today.day) {
+        ngx_http_presence_day_close(zone);
+        sh->today.day = now / NGX_HTTP_PRESENCE_DAY;
+    }
 
     if (now <= sh->clock) {
 
@@ -1578,6 +1648,17 @@ ngx_http_presence_insert(ngx_http_presence_zone_t *zone,
 
     sh->sessions_used++;
 
+    /* today's numbers: a session started, maybe a user's first */
+
+    if (s->created_ms / 1000 / NGX_HTTP_PRESENCE_DAY == sh->today.day) {
+        sh->today.started++;
+
+        if (user->day_new != (int32_t) sh->today.day) {
+            user->day_new = (int32_t) sh->today.day;
+            sh->today.users_new++;
+        }
+    }
+
     return i;
 }
 
@@ -1644,6 +1725,18 @@ ngx_http_presence_user_active(ngx_http_presence_zone_t *zone,
     } else if (now_ms > user->last_ms) {
         user->last_ms = now_ms;
     }
+
+    /* today's users of each hour, each counted once an hour */
+
+    if (now_ms / 1000 / NGX_HTTP_PRESENCE_DAY == sh->today.day
+        && user->hour_seen != (int32_t) (now_ms / 1000
+                                         / NGX_HTTP_PRESENCE_HOUR))
+    {
+        user->hour_seen = (int32_t) (now_ms / 1000 / NGX_HTTP_PRESENCE_HOUR);
+        sh->hour_users[user->hour_seen % NGX_HTTP_PRESENCE_HOURS]++;
+
+        ngx_http_presence_hll_add(sh->today_users, user->user_id);
+    }
 }
 
 
@@ -1693,6 +1786,125 @@ ngx_http_presence_status_of(ngx_http_presence_zone_t *zone,
     }
 
     return NGX_HTTP_PRESENCE_STATUS_OFFLINE;
+}
+
+
+/*
+ * A UTC day is over (the first operation of the next one): its numbers
+ * wait for the flusher, today's start from zero
+ */
+
+static void
+ngx_http_presence_day_close(ngx_http_presence_zone_t *zone)
+{
+    ngx_uint_t                h;
+    ngx_http_presence_shm_t  *sh;
+
+    sh = zone->sh;
+
+    if (sh->today.day) {
+        sh->prev = sh->today;
+        sh->prev.active_users = ngx_http_presence_hll_count(sh->today_users);
+
+        if (sh->peak_day == sh->today.day) {
+            for (h = 0; h < NGX_HTTP_PRESENCE_HOURS; h++) {
+                sh->prev.peak_online = ngx_max(sh->prev.peak_online,
+                                               sh->peak[h]);
+            }
+        }
+
+        sh->prev_pending = 1;
+        sh->history_due = 1;
+    }
+
+    ngx_memzero(&sh->today, sizeof(ngx_http_presence_day_t));
+    ngx_memzero(sh->hour_users, sizeof(sh->hour_users));
+    ngx_memzero(sh->today_users, sizeof(sh->today_users));
+    ngx_memzero(sh->durations, sizeof(sh->durations));
+}
+
+
+/* a user in today's sketch: its register keeps the longest run of zeros */
+
+static void
+ngx_http_presence_hll_add(uint8_t *reg, int64_t user_id)
+{
+    uint8_t   rank;
+    uint64_t  h;
+
+    h = (uint64_t) user_id * 0x9e3779b97f4a7c15ULL;
+    h ^= h >> 29;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 32;
+
+    for (rank = 1;
+         rank <= 64 - NGX_HTTP_PRESENCE_HLL_BITS && !(h & 1);
+         rank++)
+    {
+        h >>= 1;
+    }
+
+    h = (uint64_t) user_id * 0xd6e8feb86659fd93ULL;
+    h ^= h >> 32;
+    h &= NGX_HTTP_PRESENCE_HLL - 1;
+
+    if (reg[h] < rank) {
+        reg[h] = rank;
+    }
+}
+
+
+static uint64_t
+ngx_http_presence_hll_count(uint8_t *reg)
+{
+    double      sum, m, e;
+    ngx_uint_t  i, zeros;
+
+    m = NGX_HTTP_PRESENCE_HLL;
+    sum = 0;
+    zeros = 0;
+
+    for (i = 0; i < NGX_HTTP_PRESENCE_HLL; i++) {
+        sum += 1.0 / (double) ((uint64_t) 1 << reg[i]);
+        zeros += (reg[i] == 0);
+    }
+
+    e = 0.7213 / (1 + 1.079 / m) * m * m / sum;
+
+    if (e <= 2.5 * m && zeros) {
+        e = m * log(m / zeros);         /* linear counting */
+    }
+
+    return (uint64_t) (e + 0.5);
+}
+
+
+/* a session expired or was cleaned: its duration is counted */
+
+static void
+ngx_http_presence_ended(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_session_t *s)
+{
+    int64_t                   ms;
+    ngx_uint_t                b;
+    ngx_http_presence_shm_t  *sh;
+
+    sh = zone->sh;
+    ms = ngx_max(s->last_ms - s->created_ms, 0);
+
+    for (b = 0; b < NGX_HTTP_PRESENCE_DURATIONS - 1
+                && ms > (int64_t) ngx_http_presence_duration_bounds[b] * 1000;
+         b++)
+    { /* void */ }
+
+    sh->today.ended++;
+    sh->today.duration_count++;
+    sh->today.duration_ms += ms;
+    sh->durations[b]++;
+
+    sh->all_durations[b]++;
+    sh->all_count++;
+    sh->all_ms += ms;
 }
 
 
@@ -2033,6 +2245,7 @@ ngx_http_presence_update(ngx_http_presence_zone_t *zone,
 
     ngx_memcpy(s->addr, act->addr, sizeof(s->addr));
     s->family = act->family;
+    s->device = act->device;
 
     s->method_len = (uint8_t) act->method_len;
     ngx_memcpy(s->method, act->method, act->method_len);
@@ -2305,6 +2518,7 @@ ngx_http_presence_expire(ngx_http_presence_zone_t *zone, time_t timeout,
             break;
         }
 
+        ngx_http_presence_ended(zone, &sh->sessions[i]);
         ngx_http_presence_free_session(zone, i);
     }
 
@@ -3264,6 +3478,7 @@ ngx_http_presence_copy_session(ngx_http_presence_zone_t *zone, uint32_t i,
     row->exp = s->exp;
     ngx_memcpy(row->addr, s->addr, sizeof(row->addr));
     row->family = s->family;
+    row->device = s->device;
 
     ua = ngx_http_presence_ua(zone, s->ua, &len);
     row->ua_len = (uint16_t) len;
@@ -3402,6 +3617,15 @@ ngx_http_presence_store_stats(ngx_http_presence_zone_t *zone,
     st->events_sent = sh->stream[NGX_HTTP_PRESENCE_STREAM_EVENTS];
     st->slow_drops = sh->stream[NGX_HTTP_PRESENCE_STREAM_DROPS];
     st->events_logged = sh->log_head - sh->log_base;
+    ngx_http_presence_devices(zone, thresholds[NGX_HTTP_PRESENCE_ONLINE],
+                              st->devices);
+
+    for (i = 0; i < NGX_HTTP_PRESENCE_DURATIONS; i++) {
+        st->durations[i] = sh->all_durations[i];
+    }
+
+    st->duration_count = sh->all_count;
+    st->duration_ms = sh->all_ms;
     st->lookup_callers = sh->lookup_callers;
     st->lookup_limited = sh->lookup_limited;
     st->lookup_evictions = sh->lookup_evictions;
@@ -4166,6 +4390,205 @@ ngx_http_presence_store_lookup(ngx_http_presence_zone_t *zone,
     ngx_http_presence_unlock(zone);
 
     return rc;
+}
+
+
+/*
+ * Under the lock: the device classes of the sessions active within
+ * "online", a walk from the most recent (at most
+ * NGX_HTTP_PRESENCE_DEVICE_SCAN of them; 0 when it stopped there)
+ */
+
+static ngx_uint_t
+ngx_http_presence_devices(ngx_http_presence_zone_t *zone, time_t online,
+    uint64_t *devices)
+{
+    uint32_t                      i;
+    ngx_uint_t                    k;
+    ngx_http_presence_shm_t      *sh;
+    ngx_http_presence_session_t  *s;
+
+    sh = zone->sh;
+
+    for (k = 0, i = sh->lru_head;
+         i != NGX_HTTP_PRESENCE_NIL && k < NGX_HTTP_PRESENCE_DEVICE_SCAN;
+         k++, i = s->lru_next)
+    {
+        s = &sh->sessions[i];
+
+        if (s->last_ms / 1000 <= sh->clock - online) {
+            break;
+        }
+
+        devices[s->device % NGX_HTTP_PRESENCE_DEVICES]++;
+    }
+
+    return k < NGX_HTTP_PRESENCE_DEVICE_SCAN;
+}
+
+
+/* under the lock: today's numbers as of now */
+
+static void
+ngx_http_presence_today(ngx_http_presence_zone_t *zone, time_t online,
+    ngx_http_presence_day_t *today)
+{
+    ngx_uint_t                h;
+    ngx_http_presence_shm_t  *sh;
+
+    sh = zone->sh;
+
+    ngx_http_presence_sample_peak(zone, online);
+
+    *today = sh->today;
+    today->day = sh->clock / NGX_HTTP_PRESENCE_DAY;
+    today->active_users = ngx_http_presence_hll_count(sh->today_users);
+
+    for (h = 0; h < NGX_HTTP_PRESENCE_HOURS; h++) {
+        today->peak_online = ngx_max(today->peak_online, sh->peak[h]);
+    }
+}
+
+
+/*
+ * GET analytics: today's numbers, and the device classes of the sessions
+ * active within "online" (a walk from the most recent, at most
+ * NGX_HTTP_PRESENCE_DEVICE_SCAN of them)
+ */
+
+void
+ngx_http_presence_store_analytics(ngx_http_presence_zone_t *zone,
+    time_t online, ngx_http_presence_analytics_t *a, ngx_log_t *log)
+{
+    ngx_uint_t                    h, k;
+    ngx_http_presence_shm_t      *sh;
+
+    ngx_memzero(a, sizeof(ngx_http_presence_analytics_t));
+
+    sh = ngx_http_presence_store_lock(zone, log);
+
+    a->devices_exact = ngx_http_presence_devices(zone, online, a->devices);
+    a->active = ngx_http_presence_count(zone, online,
+                                        NGX_HTTP_PRESENCE_TREE_SESSIONS);
+
+    ngx_http_presence_today(zone, online, &a->today);
+
+    for (h = 0; h < NGX_HTTP_PRESENCE_HOURS; h++) {
+        a->hour_peak[h] = sh->peak[h];
+        a->hour_users[h] = sh->hour_users[h];
+    }
+
+    for (k = 0; k < NGX_HTTP_PRESENCE_DURATIONS; k++) {
+        a->durations[k] = sh->durations[k];
+        a->all_durations[k] = sh->all_durations[k];
+    }
+
+    a->all_count = sh->all_count;
+    a->all_ms = sh->all_ms;
+
+    ngx_http_presence_unlock(zone);
+}
+
+
+/*
+ * The flusher's daily row: today's, and the day before when it closed and
+ * is not written yet (returns 1); *history: presence_daily is to be read
+ */
+
+ngx_uint_t
+ngx_http_presence_store_day(ngx_http_presence_zone_t *zone, time_t online,
+    ngx_http_presence_day_t *today, ngx_http_presence_day_t *prev,
+    ngx_uint_t *history, ngx_log_t *log)
+{
+    ngx_uint_t                pending;
+    ngx_http_presence_shm_t  *sh;
+
+    sh = ngx_http_presence_store_lock(zone, log);
+
+    ngx_http_presence_today(zone, online, today);
+
+    *prev = sh->prev;
+    pending = sh->prev_pending;
+    *history = sh->history_due || sh->nhistory == 0;
+
+    ngx_http_presence_unlock(zone);
+
+    return pending;
+}
+
+
+void
+ngx_http_presence_store_day_written(ngx_http_presence_zone_t *zone,
+    int64_t day, ngx_log_t *log)
+{
+    ngx_http_presence_shm_t  *sh;
+
+    sh = ngx_http_presence_store_lock(zone, log);
+
+    if (sh->prev_pending && sh->prev.day == day) {
+        sh->prev_pending = 0;
+    }
+
+    ngx_http_presence_unlock(zone);
+}
+
+
+/* presence_daily's rows before today, oldest first */
+
+void
+ngx_http_presence_store_set_history(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_day_t *days, ngx_uint_t n, ngx_log_t *log)
+{
+    ngx_http_presence_shm_t  *sh;
+
+    sh = ngx_http_presence_store_lock(zone, log);
+
+    if (n > NGX_HTTP_PRESENCE_HISTORY) {
+        days += n - NGX_HTTP_PRESENCE_HISTORY;
+        n = NGX_HTTP_PRESENCE_HISTORY;
+    }
+
+    ngx_memcpy(sh->history, days, n * sizeof(ngx_http_presence_day_t));
+    sh->nhistory = n ? n : 1;       /* read, even when empty */
+    sh->history[0].day = n ? sh->history[0].day : 0;
+    sh->history_due = 0;
+
+    ngx_http_presence_unlock(zone);
+}
+
+
+/*
+ * The days from "from" on: the history, the closed day not yet written,
+ * and today as it is now (the caller merges them by day)
+ */
+
+ngx_uint_t
+ngx_http_presence_store_history(ngx_http_presence_zone_t *zone,
+    int64_t from, ngx_http_presence_day_t *days, ngx_uint_t max,
+    ngx_log_t *log)
+{
+    ngx_uint_t                i, n;
+    ngx_http_presence_shm_t  *sh;
+
+    n = 0;
+
+    sh = ngx_http_presence_store_lock(zone, log);
+
+    for (i = 0; i < sh->nhistory && n + 2 < max; i++) {
+        if (sh->history[i].day >= from) {
+            days[n++] = sh->history[i];
+        }
+    }
+
+    if (sh->prev_pending && sh->prev.day >= from) {
+        days[n++] = sh->prev;
+    }
+
+    ngx_http_presence_today(zone, zone->online, &days[n++]);
+
+    ngx_http_presence_unlock(zone);
+
+    return n;
 }
 
 

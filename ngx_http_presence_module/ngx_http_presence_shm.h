@@ -38,6 +38,7 @@ typedef struct {
     int64_t                         created_ms;  /* pulled; 0: now */
     u_char                          addr[16];
     uint8_t                         family;      /* AF_INET, AF_INET6, 0 */
+    uint8_t                         device;      /* DEVICE_MOBILE ... */
     uint32_t                        ua_hash;
     size_t                          ua_len;
     size_t                          method_len;
@@ -59,6 +60,7 @@ typedef struct {
     int64_t                         exp;
     u_char                          addr[16];
     uint8_t                         family;
+    uint8_t                         device;
     uint16_t                        ua_len;
     u_char                          ua[NGX_HTTP_PRESENCE_UA_MAX];
 } ngx_http_presence_session_info_t;
@@ -166,6 +168,10 @@ typedef struct {
     uint64_t                        lookup_callers;
     uint64_t                        lookup_limited;
     uint64_t                        lookup_evictions;
+    uint64_t                        devices[5];  /* online sessions */
+    uint64_t                        durations[16];  /* ended sessions, */
+    uint64_t                        duration_count; /* since the zone */
+    uint64_t                        duration_ms;    /* began */
 } ngx_http_presence_store_stats_t;
 
 
@@ -181,6 +187,45 @@ typedef struct {
     ngx_uint_t                      lookup_limit;  /* ids, 0: none */
     time_t                          lookup_period;
 } ngx_http_presence_store_conf_t;
+
+
+/* session durations: the upper bounds of the histogram's buckets, s */
+#define NGX_HTTP_PRESENCE_DURATIONS  16
+
+extern const uint32_t  ngx_http_presence_duration_bounds[];
+
+/* days of presence_daily kept in the zone */
+#define NGX_HTTP_PRESENCE_HISTORY    366
+
+
+/* one UTC day's numbers: presence_daily's row */
+
+typedef struct {
+    int64_t                         day;         /* since the epoch */
+    uint64_t                        peak_online;
+    uint64_t                        active_users;
+    uint64_t                        users_new;   /* with a new session */
+    uint64_t                        started;     /* sessions */
+    uint64_t                        ended;
+    uint64_t                        duration_count;
+    uint64_t                        duration_ms;  /* their sum */
+} ngx_http_presence_day_t;
+
+
+/* GET analytics: today, from the zone */
+
+typedef struct {
+    uint64_t                        devices[5];  /* online sessions */
+    ngx_uint_t                      devices_exact;
+    uint64_t                        active;      /* sessions, online */
+    ngx_http_presence_day_t         today;
+    uint64_t                        durations[NGX_HTTP_PRESENCE_DURATIONS];
+    uint64_t                        hour_peak[NGX_HTTP_PRESENCE_HOURS];
+    uint64_t                        hour_users[NGX_HTTP_PRESENCE_HOURS];
+    uint64_t                        all_durations[NGX_HTTP_PRESENCE_DURATIONS];
+    uint64_t                        all_count;   /* since the zone began */
+    uint64_t                        all_ms;
+} ngx_http_presence_analytics_t;
 
 
 /* a user's status, as the API tells it and the change log records it */
@@ -396,6 +441,20 @@ ngx_uint_t ngx_http_presence_store_hides(ngx_http_presence_zone_t *zone,
     int64_t user_id, ngx_log_t *log);
 ngx_int_t ngx_http_presence_store_lookup(ngx_http_presence_zone_t *zone,
     int64_t caller, int64_t *ids, ngx_uint_t n, time_t *retry,
+    ngx_log_t *log);
+
+/* analytics */
+void ngx_http_presence_store_analytics(ngx_http_presence_zone_t *zone,
+    time_t online, ngx_http_presence_analytics_t *a, ngx_log_t *log);
+ngx_uint_t ngx_http_presence_store_day(ngx_http_presence_zone_t *zone,
+    time_t online, ngx_http_presence_day_t *today,
+    ngx_http_presence_day_t *prev, ngx_uint_t *history, ngx_log_t *log);
+void ngx_http_presence_store_day_written(ngx_http_presence_zone_t *zone,
+    int64_t day, ngx_log_t *log);
+void ngx_http_presence_store_set_history(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_day_t *days, ngx_uint_t n, ngx_log_t *log);
+ngx_uint_t ngx_http_presence_store_history(ngx_http_presence_zone_t *zone,
+    int64_t from, ngx_http_presence_day_t *days, ngx_uint_t max,
     ngx_log_t *log);
 
 ngx_uint_t ngx_http_presence_store_user(ngx_http_presence_zone_t *zone,

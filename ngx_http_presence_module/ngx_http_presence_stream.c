@@ -96,6 +96,8 @@ typedef struct {
 } ngx_http_presence_streams_t;
 
 
+static void ngx_http_presence_stream_init(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_main_conf_t *pmcf);
 static ngx_int_t ngx_http_presence_stream_start(ngx_http_request_t *r,
     ngx_http_presence_sub_t *sub, ngx_http_presence_ctx_t *ctx);
 static ngx_int_t ngx_http_presence_stream_header(ngx_http_request_t *r);
@@ -254,24 +256,38 @@ ngx_http_presence_stream(ngx_http_request_t *r,
               ngx_http_presence_stream_cmp);
 
     if (st->zone == NULL) {
-        st->zone = zone;
-        st->pmcf = pmcf;
-        ngx_rbtree_init(&st->watches, &st->sentinel,
-                        ngx_rbtree_insert_value);
-        ngx_queue_init(&st->subs);
-        ngx_queue_init(&st->dirty);
-
-        st->poll.handler = ngx_http_presence_stream_poll;
-        st->poll.data = st;
-        st->poll.log = ngx_cycle->log;
-        st->poll.cancelable = 1;
-
-        st->kick.handler = ngx_http_presence_stream_kick;
-        st->kick.data = st;
-        st->kick.log = ngx_cycle->log;
+        ngx_http_presence_stream_init(zone, pmcf);
     }
 
     return ngx_http_presence_stream_start(r, sub, ctx);
+}
+
+
+/* the worker's first subscriber */
+
+static void
+ngx_http_presence_stream_init(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_main_conf_t *pmcf)
+{
+    ngx_http_presence_streams_t  *st;
+
+    st = &ngx_http_presence_streams;
+
+    st->zone = zone;
+    st->pmcf = pmcf;
+
+    ngx_rbtree_init(&st->watches, &st->sentinel, ngx_rbtree_insert_value);
+    ngx_queue_init(&st->subs);
+    ngx_queue_init(&st->dirty);
+
+    st->poll.handler = ngx_http_presence_stream_poll;
+    st->poll.data = st;
+    st->poll.log = ngx_cycle->log;
+    st->poll.cancelable = 1;
+
+    st->kick.handler = ngx_http_presence_stream_kick;
+    st->kick.data = st;
+    st->kick.log = ngx_cycle->log;
 }
 
 

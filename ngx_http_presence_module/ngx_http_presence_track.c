@@ -197,6 +197,7 @@ ngx_http_presence_prepare(ngx_http_request_t *r, ngx_http_presence_ctx_t *ctx,
                      : 0;
 
     act->ua_hash = ngx_crc32_short(act->ua, act->ua_len);
+    act->device = (uint8_t) ngx_http_presence_device(act->ua, act->ua_len);
 
     act->method_len = ngx_http_presence_sanitize(act->method,
                                                  NGX_HTTP_PRESENCE_METHOD_MAX,

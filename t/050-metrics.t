@@ -69,7 +69,8 @@ SKIP: {
 like($body, qr/^# HELP nginx_presence_requests_total .+\n# TYPE nginx_presence_requests_total counter$/m,
      'HELP and TYPE lines');
 is(v($m, 'online_users', 'threshold="online"'), 0, 'nobody online yet');
-is(v($m, 'sessions_capacity'), 1137, 'the capacity of a 1m zone');
+my $cap = v($m, 'sessions_capacity');
+ok($cap > 900 && $cap < 1200, "the capacity of a 1m zone ($cap)");
 is(v($m, 'zone_size_bytes'), 1048576, 'the zone size');
 
 my $t1 = Presence::JWT::token(sub => 1);
@@ -130,7 +131,7 @@ for my $u (100 .. 1400) {
 }
 (undef, undef, $m) = scrape();
 cmp_ok(v($m, 'evictions_total'), '>', 100, 'evictions counted');
-is(v($m, 'sessions'), 1137, 'the zone is full');
+is(v($m, 'sessions'), $cap, 'the zone is full');
 cmp_ok(v($m, 'flush_unknown_user_sessions_total'), '>', 100,
        'sessions of users missing from "users" counted');
 
