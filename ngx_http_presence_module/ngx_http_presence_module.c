@@ -13,6 +13,7 @@
 #include "ngx_http_presence_token.h"
 #include "ngx_http_presence_track.h"
 #include "ngx_http_presence_api.h"
+#include "ngx_http_presence_dashboard.h"
 #include "ngx_http_presence_flush.h"
 #include "ngx_http_presence_metrics.h"
 
@@ -85,6 +86,13 @@ static ngx_command_t  ngx_http_presence_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_presence_loc_conf_t, require_user),
+      NULL },
+
+    { ngx_string("presence_dashboard"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_presence_dashboard,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("presence_metrics"),

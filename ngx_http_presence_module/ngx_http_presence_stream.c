@@ -96,6 +96,9 @@ typedef struct {
 } ngx_http_presence_streams_t;
 
 
+static ngx_int_t ngx_http_presence_stream_open(ngx_http_request_t *r,
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf,
+    ngx_http_presence_ctx_t *ctx, ngx_uint_t watch);
 static void ngx_http_presence_stream_init(ngx_http_presence_zone_t *zone,
     ngx_http_presence_main_conf_t *pmcf);
 static ngx_int_t ngx_http_presence_stream_start(ngx_http_request_t *r,
@@ -150,6 +153,26 @@ ngx_http_presence_stream(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf,
     ngx_http_presence_ctx_t *ctx)
 {
+    return ngx_http_presence_stream_open(r, zone, pmcf, ctx, 1);
+}
+
+
+/* the dashboard's: the counts, whatever the query string says */
+
+ngx_int_t
+ngx_http_presence_stream_counts_only(ngx_http_request_t *r,
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf,
+    ngx_http_presence_ctx_t *ctx)
+{
+    return ngx_http_presence_stream_open(r, zone, pmcf, ctx, 0);
+}
+
+
+static ngx_int_t
+ngx_http_presence_stream_open(ngx_http_request_t *r,
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf,
+    ngx_http_presence_ctx_t *ctx, ngx_uint_t watch)
+{
     size_t                        size;
     int64_t                      *ids;
     ngx_int_t                     rc;
@@ -181,7 +204,9 @@ ngx_http_presence_stream(ngx_http_request_t *r,
 
     ngx_http_presence_json_init(&w, pool, 512);
 
-    rc = ngx_http_presence_api_ids(r, ids, pmcf->stream_max_ids, 1, &n, &w);
+    rc = watch ? ngx_http_presence_api_ids(r, ids, pmcf->stream_max_ids, 1,
+                                           &n, &w)
+               : NGX_DONE;
 
     if (rc == NGX_DECLINED) {
         ngx_free(ids);

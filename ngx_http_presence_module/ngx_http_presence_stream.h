@@ -27,6 +27,9 @@
 ngx_int_t ngx_http_presence_stream(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf,
     ngx_http_presence_ctx_t *ctx);
+ngx_int_t ngx_http_presence_stream_counts_only(ngx_http_request_t *r,
+    ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf,
+    ngx_http_presence_ctx_t *ctx);
 
 
 #endif /* _NGX_HTTP_PRESENCE_STREAM_H_INCLUDED_ */
