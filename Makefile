@@ -43,6 +43,7 @@ DEB_BUILD_PKGS := debhelper dpkg-dev fakeroot lintian
 DEB_PKGS := make gcc nginx nginx-dev libpq-dev libjansson-dev libssl-dev \
             postgresql postgresql-contrib openssl curl \
             perl libtest-base-perl wrk gdb prometheus faketime \
+            chromium chromium-driver python3-selenium \
             $(DEB_BUILD_PKGS)
 
 T ?= t/

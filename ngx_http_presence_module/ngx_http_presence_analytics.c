@@ -47,9 +47,9 @@ enum {
 
 
 /*
- * One statement: the row (every number only grows), and the history
- * before today when asked for (the CTE's row is not seen by it: today's
- * numbers come from the zone)
+ * One statement: the row (every number only grows), and the history up to
+ * today when asked for (as it was before this statement: the API takes
+ * the larger of each of today's numbers, the table's and the zone's)
  */
 
 static const char  ngx_http_presence_daily_sql[] =
@@ -76,7 +76,7 @@ static const char  ngx_http_presence_daily_sql[] =
     ") SELECT day - '1970-01-01'::date, peak_online, active_users,"
     " users_new_sessions, sessions_started, sessions_ended, duration_count,"
     " (duration_sum_seconds * 1000)::bigint FROM presence_daily"
-    " WHERE $9::int = 1 AND day < '1970-01-01'::date + $10::int"
+    " WHERE $9::int = 1 AND day <= '1970-01-01'::date + $10::int"
     " AND day >= '1970-01-01'::date + $10::int - "
     ngx_value(NGX_HTTP_PRESENCE_HISTORY)
     " ORDER BY day";
@@ -264,16 +264,30 @@ ngx_http_presence_analytics_daily_json(ngx_http_presence_json_t *w,
     ngx_uint_t                i, k;
     ngx_http_presence_day_t   zero, *row;
 
-    ngx_memzero(&zero, sizeof(ngx_http_presence_day_t));
-
     ngx_http_presence_json_lit(w, "{\"days\":[");
 
     for (d = today - (int64_t) days + 1, k = 0; d <= today; d++, k++) {
+
+        /* a day's rows (the table's, the zone's): the larger of each */
+
+        ngx_memzero(&zero, sizeof(ngx_http_presence_day_t));
         row = &zero;
 
         for (i = 0; i < nrows; i++) {
-            if (rows[i].day == d) {
-                row = &rows[i];     /* the last one of a day wins */
+            if (rows[i].day != d) {
+                continue;
+            }
+
+            zero.peak_online = ngx_max(zero.peak_online, rows[i].peak_online);
+            zero.active_users = ngx_max(zero.active_users,
+                                        rows[i].active_users);
+            zero.users_new = ngx_max(zero.users_new, rows[i].users_new);
+            zero.started = ngx_max(zero.started, rows[i].started);
+            zero.ended = ngx_max(zero.ended, rows[i].ended);
+
+            if (rows[i].duration_count > zero.duration_count) {
+                zero.duration_count = rows[i].duration_count;
+                zero.duration_ms = rows[i].duration_ms;
             }
         }
 
