@@ -262,14 +262,15 @@ typedef struct {
     ngx_http_presence_day_t         prev;
     ngx_uint_t                      prev_pending;
     ngx_uint_t                      history_due;
+    ngx_uint_t                      history_read;
     uint32_t                        hour_users[NGX_HTTP_PRESENCE_HOURS];
     uint8_t                         today_users[NGX_HTTP_PRESENCE_HLL];
     uint64_t                        durations[NGX_HTTP_PRESENCE_DURATIONS];
     uint64_t                        all_durations[NGX_HTTP_PRESENCE_DURATIONS];
     uint64_t                        all_count;
     uint64_t                        all_ms;
-    ngx_http_presence_day_t         history[NGX_HTTP_PRESENCE_HISTORY];
-    ngx_uint_t                      nhistory;
+    ngx_http_presence_day_t        *history;     /* from presence_daily: */
+    ngx_uint_t                      nhistory;    /* in the strings' part */
 
     /* the request path's counters: one line per worker, no sharing */
     ngx_http_presence_counters_t    counters[NGX_HTTP_PRESENCE_SLOTS];
@@ -4509,7 +4510,7 @@ ngx_http_presence_store_day(ngx_http_presence_zone_t *zone, time_t online,
 
     *prev = sh->prev;
     pending = sh->prev_pending;
-    *history = sh->history_due || sh->nhistory == 0;
+    *history = sh->history_due || !sh->history_read;
 
     ngx_http_presence_unlock(zone);
 
@@ -4548,10 +4549,25 @@ ngx_http_presence_store_set_history(ngx_http_presence_zone_t *zone,
         n = NGX_HTTP_PRESENCE_HISTORY;
     }
 
-    ngx_memcpy(sh->history, days, n * sizeof(ngx_http_presence_day_t));
-    sh->nhistory = n ? n : 1;       /* read, even when empty */
-    sh->history[0].day = n ? sh->history[0].day : 0;
+    /* only with presence_postgres: allocated the first time it is read */
+
+    if (sh->history == NULL) {
+        sh->history = ngx_slab_alloc_locked(zone->shpool,
+                             (NGX_HTTP_PRESENCE_HISTORY + 1)
+                             * sizeof(ngx_http_presence_day_t));
+    }
+
+    if (sh->history == NULL) {
+        sh->profile_failures++;
+        n = 0;
+
+    } else {
+        ngx_memcpy(sh->history, days, n * sizeof(ngx_http_presence_day_t));
+    }
+
+    sh->nhistory = n;
     sh->history_due = 0;
+    sh->history_read = 1;
 
     ngx_http_presence_unlock(zone);
 }

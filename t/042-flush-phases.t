@@ -50,13 +50,13 @@ $n->get('/app/x', tok(1));
 
 ok(wait_until(sub { pg_value('SELECT count(*) FROM user_sessions') == 1 }),
    'the session reaches PostgreSQL');
-ok(wait_until(sub { grep { $_ eq 'profiles -> idle' } @{ transitions($n) } }),
+ok(wait_until(sub { grep { $_ eq 'daily -> idle' } @{ transitions($n) } }),
    'a cycle ends idle');
 
 my $seen = join ', ', @{ transitions($n) };
 like($seen, qr/^idle -> connect, connect -> schema, schema -> peaks, peaks -> warm, warm -> upsert, /,
      'connected: the schema, peaks and the warm start first, then the batch');
-like($seen, qr/upsert -> pull, pull -> pull peaks, pull peaks -> profiles, profiles -> idle/,
+like($seen, qr/upsert -> pull, pull -> pull peaks, pull peaks -> profiles, profiles -> daily, daily -> idle/,
      'without presence_cluster the pull steps pass on at once');
 
 my ($from, $broken) = ('idle', '');
@@ -69,7 +69,7 @@ is($broken, '', 'each transition starts where the last one ended');
 
 # the next interval starts from idle with the batch
 
-ok(wait_until(sub { (join ', ', @{ transitions($n) }) =~ /profiles -> idle, idle -> warm, warm -> upsert/ }),
+ok(wait_until(sub { (join ', ', @{ transitions($n) }) =~ /daily -> idle, idle -> warm, warm -> upsert/ }),
    'each interval: idle -> warm (over: it passes on) -> upsert');
 
 # a statement PostgreSQL refuses: the error line names phase and statement
