@@ -1103,7 +1103,7 @@ ngx_http_presence_api_status(ngx_http_request_t *r,
 
     ngx_http_presence_api_viewer(r, zone, pmcf, ctx->user_id, &viewer);
 
-    now = ngx_http_presence_store_last_seen(zone, ids, n, last, hidden,
+    now = ngx_http_presence_store_last_seen(zone, ids, n, last, hidden, NULL,
                                             r->connection->log);
 
     ngx_http_presence_api_statuses(&w, pmcf, &viewer, ids, last, hidden, n,

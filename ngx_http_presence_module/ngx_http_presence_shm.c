@@ -3490,18 +3490,28 @@ ngx_http_presence_copy_session(ngx_http_presence_zone_t *zone, uint32_t i,
 }
 
 
-/* the latest activity of each id, -1 when unknown; returns the clock */
+/*
+ * the latest activity of each id, -1 when unknown, and whether others may
+ * see it; returns the clock
+ */
 
 time_t
 ngx_http_presence_store_last_seen(ngx_http_presence_zone_t *zone,
     int64_t *ids, ngx_uint_t n, int64_t *last, u_char *hidden,
-    ngx_log_t *log)
+    uint64_t *head, ngx_log_t *log)
 {
     time_t                     now;
     ngx_uint_t                 i;
     ngx_http_presence_user_t  *user;
 
     now = ngx_http_presence_store_lock(zone, log)->clock;
+
+    /* the stream's snapshot: current with the change log's head */
+
+    if (head) {
+        ngx_http_presence_age(zone);
+        *head = zone->sh->log_head;
+    }
 
     for (i = 0; i < n; i++) {
         user = ngx_http_presence_find_user(zone, ids[i]);
@@ -4200,39 +4210,6 @@ ngx_http_presence_store_stale_profiles(ngx_http_presence_zone_t *zone,
     ngx_http_presence_unlock(zone);
 
     return n;
-}
-
-
-/*
- * The stream's snapshot: the watched users' last activity (-1: unknown),
- * and the change log's head it is current with.
- */
-
-time_t
-ngx_http_presence_store_snapshot(ngx_http_presence_zone_t *zone,
-    int64_t *ids, ngx_uint_t n, int64_t *last, u_char *hidden,
-    uint64_t *head, ngx_log_t *log)
-{
-    time_t                     now;
-    ngx_uint_t                 i;
-    ngx_http_presence_user_t  *user;
-
-    now = ngx_http_presence_store_lock(zone, log)->clock;
-
-    ngx_http_presence_age(zone);
-
-    for (i = 0; i < n; i++) {
-        user = ngx_http_presence_find_user(zone, ids[i]);
-        last[i] = user ? user->last_ms : -1;
-        hidden[i] = user ? !ngx_http_presence_visible(zone, user)
-                         : (zone->privacy != 0);
-    }
-
-    *head = zone->sh->log_head;
-
-    ngx_http_presence_unlock(zone);
-
-    return now;
 }
 
 

@@ -389,7 +389,7 @@ ngx_uint_t ngx_http_presence_store_sessions(ngx_http_presence_zone_t *zone,
     ngx_uint_t max, ngx_log_t *log);
 time_t ngx_http_presence_store_last_seen(ngx_http_presence_zone_t *zone,
     int64_t *ids, ngx_uint_t n, int64_t *last, u_char *hidden,
-    ngx_log_t *log);
+    uint64_t *head, ngx_log_t *log);
 ngx_uint_t ngx_http_presence_store_cleanup(ngx_http_presence_zone_t *zone,
     time_t timeout, ngx_log_t *log);
 void ngx_http_presence_store_stats(ngx_http_presence_zone_t *zone,
@@ -426,9 +426,6 @@ ngx_uint_t ngx_http_presence_store_stale_profiles(
     ngx_http_presence_zone_t *zone, time_t ttl, int64_t *ids,
     ngx_uint_t max, ngx_uint_t scan, ngx_log_t *log);
 /* the stream */
-time_t ngx_http_presence_store_snapshot(ngx_http_presence_zone_t *zone,
-    int64_t *ids, ngx_uint_t n, int64_t *last, u_char *hidden,
-    uint64_t *head, ngx_log_t *log);
 uint64_t ngx_http_presence_store_log_head(ngx_http_presence_zone_t *zone);
 ngx_int_t ngx_http_presence_store_events(ngx_http_presence_zone_t *zone,
     uint64_t *cursor, ngx_http_presence_event_t *events, ngx_uint_t max,

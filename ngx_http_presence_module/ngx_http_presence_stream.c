@@ -556,8 +556,9 @@ ngx_http_presence_stream_snapshot(ngx_http_presence_sub_t *sub)
         ids[i] = (int64_t) sub->watches[i].node.key;
     }
 
-    now = ngx_http_presence_store_snapshot(st->zone, ids, sub->nids, last,
-                                           hidden, &head, r->connection->log);
+    now = ngx_http_presence_store_last_seen(st->zone, ids, sub->nids, last,
+                                            hidden, &head,
+                                            r->connection->log);
     sub->cursor = head;
 
     ngx_http_presence_json_lit(&w, "id: ");
