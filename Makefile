@@ -35,7 +35,7 @@ endif
 # flags for an upstream tree: what the module and the suite need
 UPSTREAM_FLAGS := --with-compat --with-debug --with-threads \
                   --with-http_ssl_module --with-http_realip_module \
-                  --with-http_stub_status_module
+                  --with-http_stub_status_module --with-http_v2_module
 
 # what "make deb" needs besides the build dependencies below
 DEB_BUILD_PKGS := debhelper dpkg-dev fakeroot lintian

@@ -302,7 +302,8 @@ struct ngx_http_presence_zone_s {
     time_t                          precision;   /* last seen, for others */
     ngx_uint_t                      lookup_limit;
     time_t                          lookup_period;
-};
+    ngx_uint_t                      descending;  /* merging most recent */
+};                                               /* first: the warm start */
 
 
 #define NGX_HTTP_PRESENCE_MIN_SESSIONS  16
@@ -2639,9 +2640,14 @@ ngx_http_presence_q_place(ngx_http_presence_zone_t *zone, uint32_t i)
 
     if (next != NGX_HTTP_PRESENCE_NIL) {
 
-        if (sh->users[sh->q_tail].last_ms > sh->users[i].last_ms) {
-
-            /* older than all: the warm start places users so */
+        if (sh->users[sh->q_tail].last_ms > sh->users[i].last_ms
+            || (zone->descending
+                && sh->users[sh->q_tail].last_ms == sh->users[i].last_ms))
+        {
+            /*
+             * older than all (or as old, when merging most recent first):
+             * the warm start places users so
+             */
 
             next = NGX_HTTP_PRESENCE_NIL;
 
@@ -4098,6 +4104,7 @@ ngx_http_presence_store_warm_merge(ngx_http_presence_zone_t *zone,
         }
 
         sh->writer = ngx_pid;
+        zone->descending = 1;
 
         for (end = ngx_min(n, i + NGX_HTTP_PRESENCE_WARM_SLICE);
              i < end;
@@ -4133,6 +4140,7 @@ ngx_http_presence_store_warm_merge(ngx_http_presence_zone_t *zone,
             }
         }
 
+        zone->descending = 0;
         sh->writer = 0;
 
         ngx_http_presence_unlock(zone);
