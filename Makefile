@@ -92,10 +92,11 @@ ASAN_LOGS := $(ASAN_TREE)/reports
 
 .PHONY: test-asan asan
 
-$(ASAN_TREE)/objs/nginx: config VERSION $(SOURCES)
+$(ASAN_TREE)/objs/nginx: config VERSION Makefile $(SOURCES)
 	@t/bin/install-deps $(DEB_PKGS)
 	@if [ ! -f $(ASAN_TREE)/objs/Makefile ] || [ config -nt $(ASAN_TREE)/objs/Makefile ] \
-	     || [ VERSION -nt $(ASAN_TREE)/objs/Makefile ]; then \
+	     || [ VERSION -nt $(ASAN_TREE)/objs/Makefile ] \
+	     || [ Makefile -nt $(ASAN_TREE)/objs/Makefile ]; then \
 	    src=$$(t/bin/nginx-source) && rm -rf $(ASAN_TREE) && mkdir -p $(BUILD) \
 	    && cp -a $$src $(ASAN_TREE) && cd $(ASAN_TREE) \
 	    && ./configure $(UPSTREAM_FLAGS) --with-cc-opt='$(ASAN_CC)' \
