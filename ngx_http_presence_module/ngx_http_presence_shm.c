@@ -53,6 +53,23 @@ const uint32_t  ngx_http_presence_duration_bounds[] = {
 
 #define NGX_HTTP_PRESENCE_IN_RING       0x01
 
+/* a session's device class: bits 4-6 of its flags */
+#define NGX_HTTP_PRESENCE_DEVICE_SHIFT  4
+#define NGX_HTTP_PRESENCE_DEVICE_MASK   0x70
+
+#define ngx_http_presence_session_device(s)                                   \
+    (((s)->flags & NGX_HTTP_PRESENCE_DEVICE_MASK)                             \
+     >> NGX_HTTP_PRESENCE_DEVICE_SHIFT)
+
+/*
+ * the hour (hours since the epoch, modulo 2^16) and the day (modulo 2^8)
+ * a user was last counted in today's numbers: the upper bits of its flags
+ */
+#define NGX_HTTP_PRESENCE_HOUR_SHIFT    8
+#define NGX_HTTP_PRESENCE_HOUR_MASK     0x00ffff00
+#define NGX_HTTP_PRESENCE_DAY_SHIFT     24
+#define NGX_HTTP_PRESENCE_DAY_MASK      0xff000000
+
 #define NGX_HTTP_PRESENCE_PROFILE_MISSING  0x01   /* no row in "users" */
 #define NGX_HTTP_PRESENCE_PROFILE_INACTIVE 0x02   /* users.is_active false */
 #define NGX_HTTP_PRESENCE_PRIVACY_KNOWN    0x40   /* its setting was read */
@@ -88,8 +105,7 @@ typedef struct {
     uint32_t                        ua;          /* offset / 8, 0: none */
     u_char                          addr[16];
     uint8_t                         family;      /* AF_INET, AF_INET6, 0 */
-    uint8_t                         device;      /* DEVICE_MOBILE ... */
-    uint8_t                         flags;
+    uint8_t                         flags;       /* IN_RING, the device */
     uint8_t                         method_len;
     uint8_t                         uri_len;
     u_char                          method[NGX_HTTP_PRESENCE_METHOD_MAX];
@@ -107,10 +123,8 @@ typedef struct {
     uint32_t                        nsessions;
     uint32_t                        profile;     /* offset / 8, 0: none */
     uint32_t                        profile_at;  /* seconds */
-    uint32_t                        flags;
-    int32_t                         hour_seen;   /* counted in the hour's */
-    int32_t                         day_new;     /* and the day's numbers */
-} ngx_http_presence_user_t;
+    uint32_t                        flags;       /* and the hour and day */
+} ngx_http_presence_user_t;                      /* it was counted in */
 
 
 /* a user's profile from the "users" table; NULL fields have length -1 */
@@ -906,7 +920,7 @@ ngx_http_presence_layout_trees(ngx_http_presence_zone_t *zone,
 
 
 /*
- * The change log: 1/128 of the zone, a power of two of events.  Its ids
+ * The change log: 1/256 of the zone, a power of two of events.  Its ids
  * start from the zone's creation time, so that an id given by an earlier
  * zone is never taken for one of this zone's.
  */
@@ -921,7 +935,7 @@ ngx_http_presence_layout_log(ngx_slab_pool_t *shpool,
 
     for (sh->nlog = NGX_HTTP_PRESENCE_LOG_MIN;
          sh->nlog < NGX_HTTP_PRESENCE_LOG_MAX
-         && 2 * sh->nlog * sizeof(ngx_http_presence_event_t) <= avail / 128;
+         && 2 * sh->nlog * sizeof(ngx_http_presence_event_t) <= avail / 256;
          sh->nlog *= 2)
     { /* void */ }
 
@@ -1655,8 +1669,12 @@ ngx_http_presence_insert(ngx_http_presence_zone_t *zone,
     if (s->created_ms / 1000 / NGX_HTTP_PRESENCE_DAY == sh->today.day) {
         sh->today.started++;
 
-        if (user->day_new != (int32_t) sh->today.day) {
-            user->day_new = (int32_t) sh->today.day;
+        if (((user->flags & NGX_HTTP_PRESENCE_DAY_MASK)
+             >> NGX_HTTP_PRESENCE_DAY_SHIFT) != (sh->today.day & 0xff))
+        {
+            user->flags = (user->flags & ~NGX_HTTP_PRESENCE_DAY_MASK)
+                          | (uint32_t) ((sh->today.day & 0xff)
+                                        << NGX_HTTP_PRESENCE_DAY_SHIFT);
             sh->today.users_new++;
         }
     }
@@ -1710,6 +1728,7 @@ static void
 ngx_http_presence_user_active(ngx_http_presence_zone_t *zone,
     ngx_http_presence_user_t *user, int64_t now_ms)
 {
+    int64_t                   hour;
     ngx_http_presence_shm_t  *sh;
 
     sh = zone->sh;
@@ -1730,12 +1749,16 @@ ngx_http_presence_user_active(ngx_http_presence_zone_t *zone,
 
     /* today's users of each hour, each counted once an hour */
 
+    hour = now_ms / 1000 / NGX_HTTP_PRESENCE_HOUR;
+
     if (now_ms / 1000 / NGX_HTTP_PRESENCE_DAY == sh->today.day
-        && user->hour_seen != (int32_t) (now_ms / 1000
-                                         / NGX_HTTP_PRESENCE_HOUR))
+        && ((user->flags & NGX_HTTP_PRESENCE_HOUR_MASK)
+            >> NGX_HTTP_PRESENCE_HOUR_SHIFT) != (uint32_t) (hour & 0xffff))
     {
-        user->hour_seen = (int32_t) (now_ms / 1000 / NGX_HTTP_PRESENCE_HOUR);
-        sh->hour_users[user->hour_seen % NGX_HTTP_PRESENCE_HOURS]++;
+        user->flags = (user->flags & ~NGX_HTTP_PRESENCE_HOUR_MASK)
+                      | (uint32_t) ((hour & 0xffff)
+                                    << NGX_HTTP_PRESENCE_HOUR_SHIFT);
+        sh->hour_users[hour % NGX_HTTP_PRESENCE_HOURS]++;
 
         ngx_http_presence_hll_add(sh->today_users, user->user_id);
     }
@@ -2247,7 +2270,8 @@ ngx_http_presence_update(ngx_http_presence_zone_t *zone,
 
     ngx_memcpy(s->addr, act->addr, sizeof(s->addr));
     s->family = act->family;
-    s->device = act->device;
+    s->flags = (s->flags & ~NGX_HTTP_PRESENCE_DEVICE_MASK)
+               | (act->device << NGX_HTTP_PRESENCE_DEVICE_SHIFT);
 
     s->method_len = (uint8_t) act->method_len;
     ngx_memcpy(s->method, act->method, act->method_len);
@@ -3485,7 +3509,7 @@ ngx_http_presence_copy_session(ngx_http_presence_zone_t *zone, uint32_t i,
     row->exp = s->exp;
     ngx_memcpy(row->addr, s->addr, sizeof(row->addr));
     row->family = s->family;
-    row->device = s->device;
+    row->device = ngx_http_presence_session_device(s);
 
     ua = ngx_http_presence_ua(zone, s->ua, &len);
     row->ua_len = (uint16_t) len;
@@ -4406,7 +4430,8 @@ ngx_http_presence_devices(ngx_http_presence_zone_t *zone, time_t online,
             break;
         }
 
-        devices[s->device % NGX_HTTP_PRESENCE_DEVICES]++;
+        devices[ngx_http_presence_session_device(s)
+                % NGX_HTTP_PRESENCE_DEVICES]++;
     }
 
     return k < NGX_HTTP_PRESENCE_DEVICE_SCAN;
