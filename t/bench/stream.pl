@@ -190,9 +190,9 @@ online threshold 10 s later.
 | measurement | value | bar |
 | --- | ---: | --- |
 | streams with their snapshot | %d | |
-| online events delivered | %d | |
+| online events measured | %d | |
 | delay, tracked request to event, p50 / p99 | %.1f / %.1f ms | p99 ≤ 1 000 ms |
-| recently_active events delivered | %d | |
+| recently_active events measured | %d | |
 | delay, threshold crossed to event, p50 / p99 | %.1f / %.1f ms | p99 ≤ 1 000 ms |
 | nginx memory per subscriber (workers' RSS growth) | %.1f KiB | ≤ 8 KiB: %s |
 | of which the module's accounting (watch list, cursor) | %.0f B | |

@@ -11,7 +11,10 @@
  *   stream_client HOST PORT N K U S T TOKEN READY_FILE
  *
  * Prints one line: connected, events and p50/p99 of each delay, in ms.
- * Writes READY_FILE when all N streams have their snapshot.
+ * Writes READY_FILE when all N streams have their snapshot; only events
+ * of what happened after that are measured (the streams open one by one
+ * and are read only once all are open: what happened meanwhile waits in
+ * the sockets).
  */
 
 #define _GNU_SOURCE
@@ -118,13 +121,14 @@ iso_ms(const char *p)
 
 static series_t  online_delay, ageing_delay;
 static long      threshold_s;
+static double    ready_at;          /* all streams have their snapshot */
 
 
 static void
 event(const char *block, double at)
 {
     const char  *p;
-    double       last;
+    double       last, crossed;
 
     p = strstr(block, "\"status\":\"");
     if (p == NULL || strstr(block, "event: presence") == NULL) {
@@ -139,11 +143,21 @@ event(const char *block, double at)
         return;
     }
 
+    if (ready_at == 0) {
+        return;
+    }
+
     if (strncmp(p, "online", 6) == 0) {
-        add(&online_delay, at - last);
+        if (last >= ready_at) {
+            add(&online_delay, at - last);
+        }
 
     } else if (strncmp(p, "recently_active", 15) == 0) {
-        add(&ageing_delay, at - ((long) (last / 1000) + threshold_s) * 1000.0);
+        crossed = ((long) (last / 1000) + threshold_s) * 1000.0;
+
+        if (crossed >= ready_at) {
+            add(&ageing_delay, at - crossed);
+        }
     }
 }
 
@@ -248,7 +262,10 @@ main(int argc, char **argv)
                     c->snapshot = 1;
 
                     if (++ready == nconn) {
-                        FILE  *f = fopen(argv[9], "w");
+                        FILE  *f;
+
+                        ready_at = now_ms();
+                        f = fopen(argv[9], "w");
                         if (f) {
                             fclose(f);
                         }
