@@ -336,53 +336,15 @@ ngx_http_presence_api_unauthorized(ngx_http_request_t *r,
 }
 
 
-/*
- * The endpoint is what follows the location's prefix (one trailing slash
- * tolerated); in a regex or exact location, the last path segment.
- */
+/* the endpoint's index in the table, or NGX_DECLINED */
 
 static ngx_int_t
 ngx_http_presence_api_route(ngx_http_request_t *r)
 {
-    u_char                    *p;
-    ngx_str_t                  name;
-    ngx_uint_t                 i;
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_str_t   name;
+    ngx_uint_t  i;
 
-    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-
-    name = r->uri;
-
-    if (name.len && name.data[name.len - 1] == '/') {
-        name.len--;
-    }
-
-    if (
-#if (NGX_PCRE)
-        clcf->regex == NULL &&
-#endif
-        !clcf->exact_match
-        && name.len >= clcf->name.len
-        && ngx_strncmp(name.data, clcf->name.data, clcf->name.len) == 0)
-    {
-        name.data += clcf->name.len;
-        name.len -= clcf->name.len;
-
-        if (name.len && name.data[0] == '/') {
-            name.data++;
-            name.len--;
-        }
-
-    } else {
-        p = name.data + name.len;
-
-        while (p > name.data && p[-1] != '/') {
-            p--;
-        }
-
-        name.len -= p - name.data;
-        name.data = p;
-    }
+    ngx_http_presence_api_path(r, &name);
 
     for (i = 0; i < sizeof(ngx_http_presence_endpoints)
                     / sizeof(ngx_http_presence_endpoint_t); i++)
@@ -396,6 +358,55 @@ ngx_http_presence_api_route(ngx_http_request_t *r)
     }
 
     return NGX_DECLINED;
+}
+
+
+/*
+ * The endpoint is what follows the location's prefix (one trailing slash
+ * tolerated); in a regex or exact location, the last path segment.
+ */
+
+void
+ngx_http_presence_api_path(ngx_http_request_t *r, ngx_str_t *name)
+{
+    u_char                    *p;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    *name = r->uri;
+
+    if (name->len && name->data[name->len - 1] == '/') {
+        name->len--;
+    }
+
+    if (
+#if (NGX_PCRE)
+        clcf->regex == NULL &&
+#endif
+        !clcf->exact_match
+        && name->len >= clcf->name.len
+        && ngx_strncmp(name->data, clcf->name.data, clcf->name.len) == 0)
+    {
+        name->data += clcf->name.len;
+        name->len -= clcf->name.len;
+
+        if (name->len && name->data[0] == '/') {
+            name->data++;
+            name->len--;
+        }
+
+        return;
+    }
+
+    p = name->data + name->len;
+
+    while (p > name->data && p[-1] != '/') {
+        p--;
+    }
+
+    name->len -= p - name->data;
+    name->data = p;
 }
 
 

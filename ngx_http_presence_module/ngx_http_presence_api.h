@@ -35,7 +35,8 @@ typedef struct {
 } ngx_http_presence_viewer_t;
 
 
-/* shared with the stream */
+/* shared with the stream and the dashboard */
+void ngx_http_presence_api_path(ngx_http_request_t *r, ngx_str_t *name);
 void ngx_http_presence_api_viewer(ngx_http_request_t *r,
     ngx_http_presence_zone_t *zone, ngx_http_presence_main_conf_t *pmcf,
     int64_t caller, ngx_http_presence_viewer_t *viewer);

@@ -300,23 +300,17 @@ ngx_http_presence_dashboard_handler(ngx_http_request_t *r)
 
     zone = pmcf->shm_zone->data;
 
-    /* what follows the location's prefix */
+    /* the location itself is the page; below it, the API's rule */
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
-    name = r->uri;
-
-    if (!clcf->exact_match && name.len >= clcf->name.len) {
-        name.data += clcf->name.len;
-        name.len -= clcf->name.len;
+    if (clcf->exact_match || r->uri.len <= clcf->name.len) {
+        return ngx_http_presence_dashboard_page(r);
     }
 
-    if (name.len && name.data[0] == '/') {
-        name.data++;
-        name.len--;
-    }
+    ngx_http_presence_api_path(r, &name);
 
-    if (name.len == 0 || clcf->exact_match
+    if (name.len == 0
         || (name.len == 10 && ngx_strncmp(name.data, "index.html", 10) == 0))
     {
         return ngx_http_presence_dashboard_page(r);
