@@ -171,10 +171,6 @@ static const char  ngx_http_presence_pull_next_sql[] =
     " THEN extract(epoch FROM s.expires_at)::bigint END, s.is_active,"        \
     " (extract(epoch FROM s.last_activity) * 1000000)::bigint, s.id, "
 
-#define NGX_HTTP_PRESENCE_WARM_PROFILE                                        \
-    ", u.id IS NOT NULL, left(u.username::text, 1024),"                       \
-    " left(u.display_name::text, 1024), left(u.avatar_url::text, 1024), "
-
 #define NGX_HTTP_PRESENCE_WARM_WHERE                                          \
     " FROM user_sessions s LEFT JOIN users u ON u.id = s.user_id"             \
     " WHERE s.is_active AND isfinite(s.last_activity)"                        \
@@ -198,17 +194,14 @@ ngx_http_presence_cluster_init(ngx_http_presence_flusher_t *f,
 {
     u_char      *p;
     size_t       len;
-    ngx_str_t   *col;
     ngx_uint_t   active, next;
 
-    col = &f->pmcf->privacy_column;
-
     len = sizeof(NGX_HTTP_PRESENCE_WARM_SELECT) + sizeof("count(*) OVER ()")
-          + sizeof(NGX_HTTP_PRESENCE_WARM_PROFILE) + sizeof("u.is_active, ")
-          + col->len + sizeof("u.::boolean")
+          + sizeof(", u.id IS NOT NULL, ")
+          + ngx_http_presence_profiles_size(f)
           + sizeof(NGX_HTTP_PRESENCE_WARM_WHERE)
           + sizeof(NGX_HTTP_PRESENCE_WARM_NEXT)
-          + sizeof(NGX_HTTP_PRESENCE_WARM_END) + 32;
+          + sizeof(NGX_HTTP_PRESENCE_WARM_END);
 
     for (active = 0; active < 2; active++) {
         for (next = 0; next < 2; next++) {
@@ -220,16 +213,9 @@ ngx_http_presence_cluster_init(ngx_http_presence_flusher_t *f,
             f->warm_sql[active][next] = (char *) p;
 
             p = ngx_sprintf(p, NGX_HTTP_PRESENCE_WARM_SELECT "%s"
-                            NGX_HTTP_PRESENCE_WARM_PROFILE "%s",
-                            next ? "0" : "count(*) OVER ()",
-                            active ? "u.is_active, " : "NULL::boolean, ");
-
-            if (col->len) {
-                p = ngx_sprintf(p, "u.%V::boolean", col);
-
-            } else {
-                p = ngx_cpymem(p, "NULL::boolean", 13);
-            }
+                            ", u.id IS NOT NULL, ",
+                            next ? "0" : "count(*) OVER ()");
+            p = ngx_http_presence_profiles_columns(p, f, active);
 
             ngx_sprintf(p, NGX_HTTP_PRESENCE_WARM_WHERE "%s"
                         NGX_HTTP_PRESENCE_WARM_END "%Z",
@@ -591,37 +577,14 @@ ngx_http_presence_cluster_profile(void *data, ngx_uint_t i,
 {
     ngx_http_presence_pull_t *pull = data;
 
-    int         col;
-    PGresult   *res;
-    ngx_uint_t  f;
-
-    res = pull->res;
     in->user_id = 0;
 
-    if (*PQgetvalue(res, i, NGX_HTTP_PRESENCE_PULL_HAS_USER) != 't') {
+    if (*PQgetvalue(pull->res, i, NGX_HTTP_PRESENCE_PULL_HAS_USER) != 't') {
         return NGX_DECLINED;
     }
 
-    for (f = 0; f < NGX_HTTP_PRESENCE_PROFILE_FIELDS; f++) {
-        col = NGX_HTTP_PRESENCE_PULL_PROFILE + f;
-
-        if (PQgetisnull(res, i, col)) {
-            in->fields[f].data = NULL;
-            in->fields[f].len = 0;
-            continue;
-        }
-
-        in->fields[f].data = ngx_http_presence_pull_value(res, i, col);
-        ngx_http_presence_profiles_cut(&in->fields[f],
-                                       PQgetlength(res, i, col));
-    }
-
-    col = NGX_HTTP_PRESENCE_PULL_PROFILE + NGX_HTTP_PRESENCE_PROFILE_FIELDS;
-
-    in->active = PQgetisnull(res, i, col)
-                 ? -1 : (*PQgetvalue(res, i, col) == 't');
-    in->visible = PQgetisnull(res, i, col + 1)
-                  ? -1 : (*PQgetvalue(res, i, col + 1) == 't');
+    ngx_http_presence_profiles_row(pull->res, i,
+                                   NGX_HTTP_PRESENCE_PULL_PROFILE, in);
 
     return NGX_OK;
 }

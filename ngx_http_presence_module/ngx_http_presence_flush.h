@@ -119,7 +119,11 @@ ngx_int_t ngx_http_presence_cluster_pulled(ngx_http_presence_flusher_t *f,
     PGresult *res);
 ngx_int_t ngx_http_presence_profiles_init(ngx_http_presence_flusher_t *f,
     ngx_pool_t *pool);
-void ngx_http_presence_profiles_cut(ngx_str_t *field, size_t len);
+size_t ngx_http_presence_profiles_size(ngx_http_presence_flusher_t *f);
+u_char *ngx_http_presence_profiles_columns(u_char *p,
+    ngx_http_presence_flusher_t *f, ngx_uint_t active);
+void ngx_http_presence_profiles_row(PGresult *res, int i, int col,
+    ngx_http_presence_profile_in_t *in);
 ngx_int_t ngx_http_presence_analytics_daily(ngx_http_presence_flusher_t *f);
 ngx_int_t ngx_http_presence_analytics_written(ngx_http_presence_flusher_t *f,
     PGresult *res);

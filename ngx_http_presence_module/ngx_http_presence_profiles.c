@@ -24,6 +24,8 @@
 #define NGX_HTTP_PRESENCE_PROFILE_LEN   1024  /* bytes of a field */
 
 
+static void ngx_http_presence_profiles_cut(ngx_str_t *field, size_t len);
+
 
 
 enum {
@@ -33,10 +35,7 @@ enum {
 
 enum {
     NGX_HTTP_PRESENCE_PROFILES_ID = 0,
-    NGX_HTTP_PRESENCE_PROFILES_FIELD,       /* the first of the fields */
-    NGX_HTTP_PRESENCE_PROFILES_ACTIVE = NGX_HTTP_PRESENCE_PROFILES_FIELD
-                                        + NGX_HTTP_PRESENCE_PROFILE_FIELDS,
-    NGX_HTTP_PRESENCE_PROFILES_VISIBLE      /* presence_privacy_column */
+    NGX_HTTP_PRESENCE_PROFILES_FIELD        /* the first of the columns */
 };
 
 
@@ -47,66 +46,107 @@ static const char  ngx_http_presence_schema_sql[] =
 
 
 /*
- * Each field cut by PostgreSQL already (1024 characters, at most 4 KiB),
- * so that a huge column never reaches the worker: an answer is at most
- * 500 x 3 x 4 KiB.
+ * A user's profile and settings as the profile loader and the warm start
+ * read them, from "users" as "u": the fields, each cut by PostgreSQL
+ * already (1024 characters, at most 4 KiB, so that a huge column never
+ * reaches the worker: an answer is at most 500 x 3 x 4 KiB); is_active
+ * where "users" has it; the privacy column (checked to be a plain name).
+ * A NULL stands in for what is not read.
  */
 
 #define NGX_HTTP_PRESENCE_PROFILES_COLUMNS                                    \
-    "SELECT id, left(username::text, "                                        \
+    "left(u.username::text, " ngx_value(NGX_HTTP_PRESENCE_PROFILE_LEN) "),"   \
+    " left(u.display_name::text, "                                            \
     ngx_value(NGX_HTTP_PRESENCE_PROFILE_LEN) "),"                             \
-    " left(display_name::text, " ngx_value(NGX_HTTP_PRESENCE_PROFILE_LEN) "),"\
-    " left(avatar_url::text, " ngx_value(NGX_HTTP_PRESENCE_PROFILE_LEN) "),"
-
-static const char  ngx_http_presence_profiles_sql[] =
-    NGX_HTTP_PRESENCE_PROFILES_COLUMNS " NULL::boolean, ";
-
-static const char  ngx_http_presence_profiles_active_sql[] =
-    NGX_HTTP_PRESENCE_PROFILES_COLUMNS " is_active, ";
+    " left(u.avatar_url::text, " ngx_value(NGX_HTTP_PRESENCE_PROFILE_LEN) "), "
 
 static const char  ngx_http_presence_profiles_from[] =
-    " FROM users WHERE id = ANY($1::bigint[])";
+    " FROM users u WHERE u.id = ANY($1::bigint[])";
 
 
-/*
- * The profiles statement, with and without users.is_active, and with the
- * privacy column (checked to be a plain name) or a NULL in its place
- */
+size_t
+ngx_http_presence_profiles_size(ngx_http_presence_flusher_t *f)
+{
+    return sizeof(NGX_HTTP_PRESENCE_PROFILES_COLUMNS)
+           + sizeof("u.is_active, ") + sizeof("u.::boolean")
+           + f->pmcf->privacy_column.len;
+}
+
+
+u_char *
+ngx_http_presence_profiles_columns(u_char *p, ngx_http_presence_flusher_t *f,
+    ngx_uint_t active)
+{
+    p = ngx_cpymem(p, NGX_HTTP_PRESENCE_PROFILES_COLUMNS,
+                   sizeof(NGX_HTTP_PRESENCE_PROFILES_COLUMNS) - 1);
+
+    if (active) {
+        p = ngx_cpymem(p, "u.is_active, ", sizeof("u.is_active, ") - 1);
+
+    } else {
+        p = ngx_cpymem(p, "NULL::boolean, ", sizeof("NULL::boolean, ") - 1);
+    }
+
+    if (f->pmcf->privacy_column.len) {
+        return ngx_sprintf(p, "u.%V::boolean", &f->pmcf->privacy_column);
+    }
+
+    return ngx_cpymem(p, "NULL::boolean", sizeof("NULL::boolean") - 1);
+}
+
+
+/* those columns of a row, from "col" on */
+
+void
+ngx_http_presence_profiles_row(PGresult *res, int i, int col,
+    ngx_http_presence_profile_in_t *in)
+{
+    int         c;
+    ngx_uint_t  j;
+
+    for (j = 0; j < NGX_HTTP_PRESENCE_PROFILE_FIELDS; j++) {
+        c = col + j;
+
+        if (PQgetisnull(res, i, c)) {
+            in->fields[j].data = NULL;
+            in->fields[j].len = 0;
+            continue;
+        }
+
+        in->fields[j].data = (u_char *) PQgetvalue(res, i, c);
+        ngx_http_presence_profiles_cut(&in->fields[j],
+                                       PQgetlength(res, i, c));
+    }
+
+    c = col + NGX_HTTP_PRESENCE_PROFILE_FIELDS;
+
+    in->active = PQgetisnull(res, i, c) ? -1 : (*PQgetvalue(res, i, c) == 't');
+    in->visible = PQgetisnull(res, i, c + 1)
+                  ? -1 : (*PQgetvalue(res, i, c + 1) == 't');
+}
+
+
+/* the profiles statement, without and with users.is_active */
 
 ngx_int_t
 ngx_http_presence_profiles_init(ngx_http_presence_flusher_t *f,
     ngx_pool_t *pool)
 {
     u_char      *p;
-    size_t       len;
-    ngx_str_t   *col;
     ngx_uint_t   k;
 
-    static const char  *heads[] = { ngx_http_presence_profiles_sql,
-                                    ngx_http_presence_profiles_active_sql };
-
-    col = &f->pmcf->privacy_column;
-
     for (k = 0; k < 2; k++) {
-        len = ngx_strlen(heads[k]) + col->len + sizeof("NULL::boolean")
-              + sizeof(ngx_http_presence_profiles_from);
-
-        p = ngx_pnalloc(pool, len);
+        p = ngx_pnalloc(pool, sizeof("SELECT u.id, ")
+                              + ngx_http_presence_profiles_size(f)
+                              + sizeof(ngx_http_presence_profiles_from));
         if (p == NULL) {
             return NGX_ERROR;
         }
 
         f->profiles_sql[k] = (char *) p;
 
-        p = ngx_cpymem(p, heads[k], ngx_strlen(heads[k]));
-
-        if (col->len) {
-            p = ngx_sprintf(p, "%V::boolean", col);
-
-        } else {
-            p = ngx_cpymem(p, "NULL::boolean", sizeof("NULL::boolean") - 1);
-        }
-
+        p = ngx_cpymem(p, "SELECT u.id, ", sizeof("SELECT u.id, ") - 1);
+        p = ngx_http_presence_profiles_columns(p, f, k);
         ngx_memcpy(p, ngx_http_presence_profiles_from,
                    sizeof(ngx_http_presence_profiles_from));
     }
@@ -197,8 +237,7 @@ ngx_int_t
 ngx_http_presence_profiles_loaded(ngx_http_presence_flusher_t *f,
     PGresult *res)
 {
-    int                              i, n, col;
-    ngx_uint_t                       j;
+    int                              i, n;
     ngx_http_presence_profile_in_t  *in;
 
     if (res == NULL) {
@@ -215,29 +254,8 @@ ngx_http_presence_profiles_loaded(ngx_http_presence_flusher_t *f,
                                 PQgetlength(res, i,
                                             NGX_HTTP_PRESENCE_PROFILES_ID));
 
-        in->active = PQgetisnull(res, i, NGX_HTTP_PRESENCE_PROFILES_ACTIVE)
-                     ? -1
-                     : (*PQgetvalue(res, i, NGX_HTTP_PRESENCE_PROFILES_ACTIVE)
-                        == 't');
-        in->visible = PQgetisnull(res, i, NGX_HTTP_PRESENCE_PROFILES_VISIBLE)
-                      ? -1
-                      : (*PQgetvalue(res, i,
-                                     NGX_HTTP_PRESENCE_PROFILES_VISIBLE)
-                         == 't');
-
-        for (j = 0; j < NGX_HTTP_PRESENCE_PROFILE_FIELDS; j++) {
-            col = NGX_HTTP_PRESENCE_PROFILES_FIELD + j;
-
-            if (PQgetisnull(res, i, col)) {
-                in->fields[j].data = NULL;
-                in->fields[j].len = 0;
-                continue;
-            }
-
-            in->fields[j].data = (u_char *) PQgetvalue(res, i, col);
-            ngx_http_presence_profiles_cut(&in->fields[j],
-                                           PQgetlength(res, i, col));
-        }
+        ngx_http_presence_profiles_row(res, i, NGX_HTTP_PRESENCE_PROFILES_FIELD,
+                                       in);
     }
 
     ngx_http_presence_store_set_profiles(f->zone, f->ids, f->nids,
@@ -249,7 +267,7 @@ ngx_http_presence_profiles_loaded(ngx_http_presence_flusher_t *f,
 
 /* at most NGX_HTTP_PRESENCE_PROFILE_LEN bytes, on a character boundary */
 
-void
+static void
 ngx_http_presence_profiles_cut(ngx_str_t *field, size_t len)
 {
     field->len = ngx_min(len, NGX_HTTP_PRESENCE_PROFILE_LEN);

@@ -145,7 +145,7 @@ is(scalar(grep { defined $_->{username} } @{ $page0->{online_users} }), 30,
    'with the profiles of its users at once');
 sleep 1;
 is(pg_value(q{SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
-              WHERE query LIKE 'SELECT id, left(username%'}), 0,
+              WHERE query LIKE 'SELECT u.id, left(u.username%'}), 0,
    'read with the sessions: the profile loader had nothing left to read');
 $st = api($n, 'stats');
 is($st->{warm}{loaded}, 31, 'stats: 31 sessions loaded');
@@ -190,6 +190,11 @@ $n->get('/app/x', tok(40));
 ok(wait_until(sub { pg_value(q{SELECT count(*) FROM user_sessions
                                WHERE user_id = 40 AND node = 'W'}) }),
    'the node writes a new session');
+ok(wait_until(sub { pg_value(q{SELECT coalesce(sum(calls), 0)
+                               FROM pg_stat_statements
+                               WHERE query LIKE 'SELECT u.id, left(u.username%'}) > 0 }),
+   'a user the warm start did not load is read by the profile loader (the '
+   . 'statement counted above)');
 my $before = api($n, 'count?threshold_minutes=15')->{online_count};
 is($before, 16, 'and counts 16 users within 15 minutes');
 $n->stop;
