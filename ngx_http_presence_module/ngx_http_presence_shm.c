@@ -413,7 +413,7 @@ static ngx_int_t ngx_http_presence_lookup_pos(ngx_http_presence_lookup_t *lk,
 static void ngx_http_presence_lookup_add(ngx_http_presence_lookup_t *lk,
     int64_t id);
 static void ngx_http_presence_day_close(ngx_http_presence_zone_t *zone);
-static ngx_uint_t ngx_http_presence_devices(ngx_http_presence_zone_t *zone,
+static void ngx_http_presence_devices(ngx_http_presence_zone_t *zone,
     time_t online, uint64_t *devices);
 static void ngx_http_presence_today(ngx_http_presence_zone_t *zone,
     time_t online, ngx_http_presence_day_t *today);
@@ -4406,10 +4406,10 @@ ngx_http_presence_store_lookup(ngx_http_presence_zone_t *zone,
 /*
  * Under the lock: the device classes of the sessions active within
  * "online", a walk from the most recent (at most
- * NGX_HTTP_PRESENCE_DEVICE_SCAN of them; 0 when it stopped there)
+ * NGX_HTTP_PRESENCE_DEVICE_SCAN of them)
  */
 
-static ngx_uint_t
+static void
 ngx_http_presence_devices(ngx_http_presence_zone_t *zone, time_t online,
     uint64_t *devices)
 {
@@ -4433,8 +4433,6 @@ ngx_http_presence_devices(ngx_http_presence_zone_t *zone, time_t online,
         devices[ngx_http_presence_session_device(s)
                 % NGX_HTTP_PRESENCE_DEVICES]++;
     }
-
-    return k < NGX_HTTP_PRESENCE_DEVICE_SCAN;
 }
 
 
@@ -4478,7 +4476,7 @@ ngx_http_presence_store_analytics(ngx_http_presence_zone_t *zone,
 
     sh = ngx_http_presence_store_lock(zone, log);
 
-    a->devices_exact = ngx_http_presence_devices(zone, online, a->devices);
+    ngx_http_presence_devices(zone, online, a->devices);
     a->active = ngx_http_presence_count(zone, online,
                                         NGX_HTTP_PRESENCE_TREE_SESSIONS);
 

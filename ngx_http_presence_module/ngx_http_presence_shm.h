@@ -216,7 +216,6 @@ typedef struct {
 
 typedef struct {
     uint64_t                        devices[5];  /* online sessions */
-    ngx_uint_t                      devices_exact;
     uint64_t                        active;      /* sessions, online */
     ngx_http_presence_day_t         today;
     uint64_t                        durations[NGX_HTTP_PRESENCE_DURATIONS];
