@@ -54,6 +54,9 @@ EOC
             presence_api;
             presence_api_admin_claim role admin;
         }
+        location = /metrics {
+            presence_metrics;
+        }
 EOS
 $n->start;
 
@@ -92,6 +95,11 @@ for my $k (sort keys %agents) {
        "$k: device_info $agents{$k}[0]");
 }
 is($a->{sessions}{started_today}, 9, 'nine sessions started today');
+my (undef, $m0) = $n->get('/metrics');
+like($m0, qr/^nginx_presence_sessions_by_device\{zone="presence",device="desktop"\} $want{desktop}$/m,
+     'metrics: online sessions by device class');
+like($m0, qr/^nginx_presence_sessions_by_device\{zone="presence",device="bot"\} 1$/m,
+     'the robot among them');
 is($a->{users}{active_today}, 9, 'nine distinct users today');
 is($a->{users}{with_new_session_today}, 9, 'each with a new session');
 is(scalar @{ $a->{hourly} }, 24, '24 hourly entries');
@@ -119,6 +127,14 @@ ok($d->{p90} >= 1 && $d->{p90} <= 5, "p90 in the (1 s, 5 s] bucket "
 ok($d->{median} >= 0 && $d->{median} <= 5, "median ($d->{median})");
 is($d->{average}, 0, 'average: two of 1.5 s among nine of 0 s, in whole '
                      . 'seconds');
+
+my (undef, $metrics) = $n->get('/metrics');
+like($metrics, qr/^nginx_presence_session_duration_seconds_count\{zone="presence"\} $d->{count}$/m,
+     'metrics: the duration histogram counts the ended sessions');
+like($metrics, qr/^nginx_presence_session_duration_seconds_bucket\{zone="presence",le="1"\} 9$/m,
+     'nine of them within a second');
+like($metrics, qr/^nginx_presence_session_duration_seconds_bucket\{zone="presence",le="5"\} 11$/m,
+     'all eleven within 5 s');
 
 # bounds and the admin claim
 
