@@ -46,11 +46,11 @@ my $h = Presence::Test::hit(7);
 
 === counts age with short thresholds, no traffic needed
 --- http_config
-    presence_thresholds very_active=1s online=2s recent=1h;
+    presence_thresholds very_active=2s online=3s recent=1h;
 --- raw_request eval
 [Presence::Test::hit(1), Presence::Test::hit(2),
  Presence::Test::api('stats'),
- [{ value => Presence::Test::api('stats'), delay_before => 3.2 }],
+ [{ value => Presence::Test::api('stats'), delay_before => 4.2 }],
  Presence::Test::api('count?threshold_minutes=1'),
  Presence::Test::api('users'),
  Presence::Test::api('status?user_ids=1,2,3')]
