@@ -29,7 +29,7 @@
 
 
 #define NGX_HTTP_PRESENCE_ZONE_MAGIC    0x50524553  /* "PRES" */
-#define NGX_HTTP_PRESENCE_ZONE_VERSION  6
+#define NGX_HTTP_PRESENCE_ZONE_VERSION  7
 
 #define NGX_HTTP_PRESENCE_NIL           0xffffffff
 
@@ -62,11 +62,12 @@ const uint32_t  ngx_http_presence_duration_bounds[] = {
      >> NGX_HTTP_PRESENCE_DEVICE_SHIFT)
 
 /*
- * the hour (hours since the epoch, modulo 2^16) and the day (modulo 2^8)
+ * the hour (hours since the epoch, modulo 2^12) and the day (modulo 2^8)
  * a user was last counted in today's numbers: the upper bits of its flags
  */
 #define NGX_HTTP_PRESENCE_HOUR_SHIFT    8
-#define NGX_HTTP_PRESENCE_HOUR_MASK     0x00ffff00
+#define NGX_HTTP_PRESENCE_HOUR_MASK     0x000fff00
+#define NGX_HTTP_PRESENCE_HOUR_BITS     0xfff
 #define NGX_HTTP_PRESENCE_DAY_SHIFT     24
 #define NGX_HTTP_PRESENCE_DAY_MASK      0xff000000
 
@@ -74,6 +75,14 @@ const uint32_t  ngx_http_presence_duration_bounds[] = {
 #define NGX_HTTP_PRESENCE_PROFILE_INACTIVE 0x02   /* users.is_active false */
 #define NGX_HTTP_PRESENCE_PRIVACY_KNOWN    0x40   /* its setting was read */
 #define NGX_HTTP_PRESENCE_INVISIBLE        0x80   /* it hides from others */
+
+/* a user's run in the index of its crowded second: bits 20-23 */
+#define NGX_HTTP_PRESENCE_RUN_SHIFT     20
+#define NGX_HTTP_PRESENCE_RUN_MASK      0x00f00000
+
+#define ngx_http_presence_user_run(user)                                     \
+    (((user)->flags & NGX_HTTP_PRESENCE_RUN_MASK)                            \
+     >> NGX_HTTP_PRESENCE_RUN_SHIFT)
 
 /* a user's last status in the change log: bits 4-5 of its flags */
 #define NGX_HTTP_PRESENCE_STATUS_SHIFT  4
@@ -161,6 +170,24 @@ typedef struct {
 #define NGX_HTTP_PRESENCE_SLOTS  64
 
 
+/*
+ * A crowded second's index: its users, in the queue's order, in runs of
+ * about equal length, each run's first user, its length and how many of
+ * its users others may see.  A user's run is in its flags while the
+ * second is indexed.
+ */
+
+#define NGX_HTTP_PRESENCE_RUNS   16
+
+typedef struct {
+    int64_t                         second;
+    uint32_t                        built;       /* 0: free */
+    uint32_t                        first[NGX_HTTP_PRESENCE_RUNS];
+    uint32_t                        n[NGX_HTTP_PRESENCE_RUNS];
+    uint32_t                        visible[NGX_HTTP_PRESENCE_RUNS];
+} ngx_http_presence_crowd_t;
+
+
 typedef struct {
     ngx_atomic_t                    requests[NGX_HTTP_PRESENCE_JWT_STATUSES
                                              + 1];  /* by JWT status */
@@ -200,6 +227,8 @@ typedef struct {
     uint32_t                        q_tail;
     uint32_t                        nslots;      /* entry points into the */
     uint32_t                        slot_step;   /* users queue: seconds */
+    uint32_t                        ncrowds;     /* crowded seconds' */
+                                                 /* indexes, a power of 2 */
 
     uint64_t                        ring_head;   /* ring[head % nring] */
     uint64_t                        ring_tail;
@@ -249,6 +278,8 @@ typedef struct {
     uint64_t                        ring_overflows;
     uint64_t                        ua_failures;
     uint64_t                        resets;
+    uint64_t                        page_steps;  /* users stepped over */
+    uint64_t                        crowd_builds;
 
     /*
      * the change log: a ring of status transitions, log[seq % nlog]; seq
@@ -293,6 +324,7 @@ typedef struct {
     uint32_t                       *user_hash;
     uint32_t                       *ring;
     uint32_t                       *q_slots;     /* first user of a slot */
+    ngx_http_presence_crowd_t      *crowds;      /* by second % ncrowds */
     int32_t                        *users_bit;   /* Fenwick trees over */
     int32_t                        *sessions_bit; /* the window */
     int32_t                        *visible_bit; /* users others may see */
@@ -328,6 +360,14 @@ struct ngx_http_presence_zone_s {
 
 /* users stepped over in one hold of the lock when a page starts deep */
 #define NGX_HTTP_PRESENCE_WALK          1024
+
+/*
+ * a second with this many users gets an index when a page starts in it
+ * (up to CROWD_MAX users: the index is built in one hold of the lock)
+ */
+#define NGX_HTTP_PRESENCE_CROWD_MIN     256
+#define NGX_HTTP_PRESENCE_CROWD_MAX     (32 * NGX_HTTP_PRESENCE_WALK)
+#define NGX_HTTP_PRESENCE_CROWDS_MAX    1024
 
 #define NGX_HTTP_PRESENCE_ZONE_MIN      (1024 * 1024)
 #define NGX_HTTP_PRESENCE_ZONE_MAX      ((uint64_t) 32 * 1024 * 1024 * 1024)
@@ -452,6 +492,8 @@ static ngx_int_t ngx_http_presence_layout_trees(
     ngx_http_presence_zone_t *zone, ngx_http_presence_shm_t *sh);
 static ngx_int_t ngx_http_presence_layout_log(ngx_slab_pool_t *shpool,
     ngx_http_presence_shm_t *sh);
+static void ngx_http_presence_layout_crowds(ngx_slab_pool_t *shpool,
+    ngx_http_presence_shm_t *sh);
 static ngx_int_t ngx_http_presence_layout_slots(ngx_slab_pool_t *shpool,
     ngx_http_presence_shm_t *sh);
 static void ngx_http_presence_layout_ua(ngx_slab_pool_t *shpool,
@@ -485,7 +527,7 @@ static void ngx_http_presence_lru_unlink(ngx_http_presence_shm_t *sh,
     uint32_t i);
 static void ngx_http_presence_q_place(ngx_http_presence_zone_t *zone,
     uint32_t i);
-static void ngx_http_presence_q_unlink(ngx_http_presence_shm_t *sh,
+static void ngx_http_presence_q_unlink(ngx_http_presence_zone_t *zone,
     uint32_t i);
 static uint32_t ngx_http_presence_slot_first(ngx_http_presence_shm_t *sh,
     int64_t t);
@@ -495,6 +537,20 @@ static int64_t ngx_http_presence_latest(ngx_http_presence_zone_t *zone,
     int64_t lo, int64_t hi, ngx_uint_t n, ngx_uint_t tree);
 static uint32_t ngx_http_presence_q_rank(ngx_http_presence_zone_t *zone,
     ngx_uint_t rank, time_t seconds, ngx_uint_t tree, ngx_uint_t *skip);
+static ngx_http_presence_crowd_t *ngx_http_presence_crowd_find(
+    ngx_http_presence_shm_t *sh, int64_t t);
+static void ngx_http_presence_crowd_place(ngx_http_presence_zone_t *zone,
+    uint32_t i, int64_t t, uint32_t prev, uint32_t next);
+static void ngx_http_presence_crowd_unlink(ngx_http_presence_zone_t *zone,
+    uint32_t i, int64_t t, uint32_t next);
+static void ngx_http_presence_crowd_visible(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_user_t *user, ngx_uint_t is);
+static uint32_t ngx_http_presence_crowd_rank(ngx_http_presence_zone_t *zone,
+    int64_t t, ngx_uint_t tree, ngx_uint_t rank, ngx_uint_t *skip);
+static ngx_uint_t ngx_http_presence_at(ngx_http_presence_zone_t *zone,
+    int64_t t, ngx_uint_t tree);
+static ngx_http_presence_crowd_t *ngx_http_presence_crowd_build(
+    ngx_http_presence_zone_t *zone, int64_t t, ngx_uint_t n);
 static uint32_t ngx_http_presence_q_seek(ngx_http_presence_zone_t *zone,
     ngx_http_presence_page_t *page, ngx_log_t *log);
 static uint32_t ngx_http_presence_ua_get(ngx_http_presence_zone_t *zone,
@@ -813,6 +869,7 @@ ngx_http_presence_layout(ngx_http_presence_zone_t *zone, ngx_str_t *name,
         goto small;
     }
 
+    ngx_http_presence_layout_crowds(shpool, sh);
     ngx_http_presence_layout_ua(shpool, sh);
 
     /* a new zone, or one started afresh: filled from PostgreSQL */
@@ -982,6 +1039,38 @@ ngx_http_presence_layout_ua(ngx_slab_pool_t *shpool,
 
     sh->ua_hash = ua;
     sh->nua = (uint32_t) n;
+}
+
+
+/*
+ * The crowded seconds' indexes: as many as an eighth of what is left for
+ * strings allows, up to CROWDS_MAX; none in the smallest zones, where a
+ * page in a crowded second steps over its users.
+ */
+
+static void
+ngx_http_presence_layout_crowds(ngx_slab_pool_t *shpool,
+    ngx_http_presence_shm_t *sh)
+{
+    size_t      room;
+    ngx_uint_t  n;
+
+    room = shpool->pfree * ngx_pagesize / 8;
+
+    for (n = NGX_HTTP_PRESENCE_CROWDS_MAX;
+         n >= 16 && n * sizeof(ngx_http_presence_crowd_t) > room;
+         n /= 2)
+    { /* void */ }
+
+    if (n < 16) {
+        return;
+    }
+
+    sh->crowds = ngx_slab_calloc_locked(shpool,
+                                        n * sizeof(ngx_http_presence_crowd_t));
+    if (sh->crowds != NULL) {
+        sh->ncrowds = n;
+    }
 }
 
 
@@ -1279,6 +1368,11 @@ ngx_http_presence_rebase(ngx_http_presence_zone_t *zone, time_t now)
     }
 
     /* the queue kept its order: each slot's first user, found again */
+
+    if (sh->crowds) {
+        ngx_memzero(sh->crowds,
+                    sh->ncrowds * sizeof(ngx_http_presence_crowd_t));
+    }
 
     for (i = 0; i < sh->nslots; i++) {
         sh->q_slots[i] = NGX_HTTP_PRESENCE_NIL;
@@ -1739,7 +1833,7 @@ ngx_http_presence_user_active(ngx_http_presence_zone_t *zone,
 
         /* out of its old second's slot, into its new one */
 
-        ngx_http_presence_q_unlink(sh, user - sh->users);
+        ngx_http_presence_q_unlink(zone, user - sh->users);
         user->last_ms = now_ms;
         ngx_http_presence_q_place(zone, user - sh->users);
 
@@ -1753,10 +1847,11 @@ ngx_http_presence_user_active(ngx_http_presence_zone_t *zone,
 
     if (now_ms / 1000 / NGX_HTTP_PRESENCE_DAY == sh->today.day
         && ((user->flags & NGX_HTTP_PRESENCE_HOUR_MASK)
-            >> NGX_HTTP_PRESENCE_HOUR_SHIFT) != (uint32_t) (hour & 0xffff))
+            >> NGX_HTTP_PRESENCE_HOUR_SHIFT)
+           != (uint32_t) (hour & NGX_HTTP_PRESENCE_HOUR_BITS))
     {
         user->flags = (user->flags & ~NGX_HTTP_PRESENCE_HOUR_MASK)
-                      | (uint32_t) ((hour & 0xffff)
+                      | (uint32_t) ((hour & NGX_HTTP_PRESENCE_HOUR_BITS)
                                     << NGX_HTTP_PRESENCE_HOUR_SHIFT);
         sh->hour_users[hour % NGX_HTTP_PRESENCE_HOURS]++;
 
@@ -1990,6 +2085,8 @@ ngx_http_presence_set_privacy(ngx_http_presence_zone_t *zone,
     if (sh->visible_bit && t > sh->clock - NGX_HTTP_PRESENCE_DAY) {
         ngx_http_presence_bit_add(sh->visible_bit, t, is ? 1 : -1);
     }
+
+    ngx_http_presence_crowd_visible(zone, user, is);
 
     ngx_http_presence_set_status(zone, user,
                                  ngx_http_presence_status_of(zone, user));
@@ -2498,7 +2595,7 @@ ngx_http_presence_free_user(ngx_http_presence_zone_t *zone, uint32_t i)
     ngx_http_presence_set_status(zone, user,
                                  NGX_HTTP_PRESENCE_STATUS_OFFLINE);
 
-    ngx_http_presence_q_unlink(sh, i);
+    ngx_http_presence_q_unlink(zone, i);
 
     ngx_http_presence_user_bits(zone, user, user->last_ms / 1000, -1);
 
@@ -2700,6 +2797,8 @@ ngx_http_presence_q_place(ngx_http_presence_zone_t *zone, uint32_t i)
         sh->users[next].q_prev = i;
     }
 
+    ngx_http_presence_crowd_place(zone, i, t, prev, next);
+
     /* the first of its slot when nothing in the slot is later */
 
     first = ngx_http_presence_slot_first(sh, t);
@@ -2803,12 +2902,14 @@ ngx_http_presence_q_find(ngx_http_presence_zone_t *zone, int64_t t,
 
 
 static void
-ngx_http_presence_q_unlink(ngx_http_presence_shm_t *sh, uint32_t i)
+ngx_http_presence_q_unlink(ngx_http_presence_zone_t *zone, uint32_t i)
 {
     int64_t                    t;
     uint32_t                  *slot, next;
+    ngx_http_presence_shm_t   *sh;
     ngx_http_presence_user_t  *user;
 
+    sh = zone->sh;
     user = &sh->users[i];
     next = user->q_next;
 
@@ -2816,6 +2917,8 @@ ngx_http_presence_q_unlink(ngx_http_presence_shm_t *sh, uint32_t i)
 
     t = ngx_http_presence_second(sh, i);
     slot = &sh->q_slots[ngx_http_presence_slot(sh, t)];
+
+    ngx_http_presence_crowd_unlink(zone, i, t, next);
 
     if (*slot == i) {
         *slot = (next != NGX_HTTP_PRESENCE_NIL
@@ -2845,7 +2948,8 @@ ngx_http_presence_q_unlink(ngx_http_presence_shm_t *sh, uint32_t i)
  * last "seconds" is: the latest second with more than "rank" users from
  * it to now; the first user of that second's slot; and how many users to
  * step over from there (those of the slot later than that second, then
- * the rank within it).
+ * the rank within it).  In a crowded second, the first user of the run
+ * the rank is in, and the rank within the run.
  */
 
 static uint32_t
@@ -2853,6 +2957,7 @@ ngx_http_presence_q_rank(ngx_http_presence_zone_t *zone, ngx_uint_t rank,
     time_t seconds, ngx_uint_t tree, ngx_uint_t *skip)
 {
     int64_t                   t, end;
+    uint32_t                  j;
     ngx_uint_t                later, slot_later;
     ngx_http_presence_shm_t  *sh;
 
@@ -2862,6 +2967,14 @@ ngx_http_presence_q_rank(ngx_http_presence_zone_t *zone, ngx_uint_t rank,
                                  rank, tree);
     later = (t < sh->clock)
             ? ngx_http_presence_count(zone, sh->clock - t, tree) : 0;
+
+    if (sh->ncrowds) {
+        j = ngx_http_presence_crowd_rank(zone, t, tree, rank - later, skip);
+
+        if (j != NGX_HTTP_PRESENCE_NIL) {
+            return j;
+        }
+    }
 
     /* the users of t's slot later than t come first in the slot */
 
@@ -2876,6 +2989,318 @@ ngx_http_presence_q_rank(ngx_http_presence_zone_t *zone, ngx_uint_t rank,
     *skip = slot_later + (rank - later);
 
     return ngx_http_presence_slot_first(sh, t);
+}
+
+
+/* the users of second t (within the day) in a counting tree */
+
+static ngx_uint_t
+ngx_http_presence_at(ngx_http_presence_zone_t *zone, int64_t t,
+    ngx_uint_t tree)
+{
+    int64_t  clock;
+
+    clock = zone->sh->clock;
+
+    return ngx_http_presence_count(zone, clock - t + 1, tree)
+           - ((t < clock) ? ngx_http_presence_count(zone, clock - t, tree)
+                          : 0);
+}
+
+
+/* the index of second t, if it has one */
+
+static ngx_http_presence_crowd_t *
+ngx_http_presence_crowd_find(ngx_http_presence_shm_t *sh, int64_t t)
+{
+    ngx_http_presence_crowd_t  *c;
+
+    if (sh->ncrowds == 0) {
+        return NULL;
+    }
+
+    c = &sh->crowds[(uint64_t) t & (sh->ncrowds - 1)];
+
+    return (c->built && c->second == t) ? c : NULL;
+}
+
+
+/*
+ * A user comes into an indexed second: into the run of the user it is
+ * placed before, else of the one it follows (at the end of the second),
+ * else into the first run (the second was empty).
+ */
+
+static void
+ngx_http_presence_crowd_place(ngx_http_presence_zone_t *zone, uint32_t i,
+    int64_t t, uint32_t prev, uint32_t next)
+{
+    ngx_uint_t                  r;
+    ngx_http_presence_shm_t    *sh;
+    ngx_http_presence_user_t   *user;
+    ngx_http_presence_crowd_t  *c;
+
+    sh = zone->sh;
+    c = ngx_http_presence_crowd_find(sh, t);
+
+    if (c == NULL) {
+        return;
+    }
+
+    if (next != NGX_HTTP_PRESENCE_NIL
+        && ngx_http_presence_second(sh, next) == t)
+    {
+        r = ngx_http_presence_user_run(&sh->users[next]);
+
+        if (c->first[r] == next) {
+            c->first[r] = i;
+        }
+
+    } else if (prev != NGX_HTTP_PRESENCE_NIL
+               && ngx_http_presence_second(sh, prev) == t)
+    {
+        r = ngx_http_presence_user_run(&sh->users[prev]);
+
+    } else {
+        r = 0;
+        c->first[0] = i;
+    }
+
+    user = &sh->users[i];
+    user->flags = (user->flags & ~NGX_HTTP_PRESENCE_RUN_MASK)
+                  | (uint32_t) (r << NGX_HTTP_PRESENCE_RUN_SHIFT);
+
+    c->n[r]++;
+    c->visible[r] += ngx_http_presence_visible(zone, user);
+}
+
+
+/* a user leaves an indexed second: out of its run */
+
+static void
+ngx_http_presence_crowd_unlink(ngx_http_presence_zone_t *zone, uint32_t i,
+    int64_t t, uint32_t next)
+{
+    ngx_uint_t                  r, v;
+    ngx_http_presence_shm_t    *sh;
+    ngx_http_presence_crowd_t  *c;
+
+    sh = zone->sh;
+    c = ngx_http_presence_crowd_find(sh, t);
+
+    if (c == NULL) {
+        return;
+    }
+
+    r = ngx_http_presence_user_run(&sh->users[i]);
+    v = ngx_http_presence_visible(zone, &sh->users[i]);
+
+    if (c->n[r] == 0 || c->visible[r] < v) {
+        /* cannot be: the index is not to be trusted, built again */
+        c->built = 0;
+        return;
+    }
+
+    c->n[r]--;
+    c->visible[r] -= v;
+
+    if (c->first[r] == i) {
+        c->first[r] = (c->n[r] && next != NGX_HTTP_PRESENCE_NIL
+                       && ngx_http_presence_second(sh, next) == t
+                       && ngx_http_presence_user_run(&sh->users[next]) == r)
+                      ? next : NGX_HTTP_PRESENCE_NIL;
+    }
+}
+
+
+/*
+ * a user of an indexed second was hidden from others, or shown ("is"); it
+ * is in the queue (its profile is read after its activity)
+ */
+
+static void
+ngx_http_presence_crowd_visible(ngx_http_presence_zone_t *zone,
+    ngx_http_presence_user_t *user, ngx_uint_t is)
+{
+    ngx_uint_t                  r;
+    ngx_http_presence_crowd_t  *c;
+
+    c = ngx_http_presence_crowd_find(zone->sh, user->last_ms / 1000);
+
+    if (c == NULL) {
+        return;
+    }
+
+    r = ngx_http_presence_user_run(user);
+
+    if (is) {
+        c->visible[r]++;
+
+    } else if (c->visible[r]) {
+        c->visible[r]--;
+
+    } else {
+        c->built = 0;
+    }
+}
+
+
+/*
+ * The user at "rank" (counted in "tree") within second t: in a crowded
+ * second, the first user of the run the rank is in, and the rank within
+ * the run.  The index is built again when it does not add up to the
+ * counting trees' numbers, or when a run has grown to twice its share
+ * (users placed at the start of the second go into its first run).  NIL:
+ * the second is not crowded, or has no index; the caller steps over it.
+ */
+
+static uint32_t
+ngx_http_presence_crowd_rank(ngx_http_presence_zone_t *zone, int64_t t,
+    ngx_uint_t tree, ngx_uint_t rank, ngx_uint_t *skip)
+{
+    uint32_t                   *by;
+    ngx_uint_t                  r, n, visible, sum, sum_visible, share;
+    ngx_http_presence_crowd_t  *c;
+
+    n = ngx_http_presence_at(zone, t, NGX_HTTP_PRESENCE_TREE_USERS);
+
+    if (n < NGX_HTTP_PRESENCE_CROWD_MIN) {
+        return NGX_HTTP_PRESENCE_NIL;
+    }
+
+    visible = (tree == NGX_HTTP_PRESENCE_TREE_VISIBLE)
+              ? ngx_http_presence_at(zone, t, tree) : 0;
+
+    c = ngx_http_presence_crowd_find(zone->sh, t);
+
+    if (c != NULL) {
+        sum = 0;
+        sum_visible = 0;
+        share = 2 * ((n + NGX_HTTP_PRESENCE_RUNS - 1)
+                     / NGX_HTTP_PRESENCE_RUNS);
+
+        for (r = 0; r < NGX_HTTP_PRESENCE_RUNS; r++) {
+            if (c->n[r] > share
+                || (c->n[r] == 0) != (c->first[r] == NGX_HTTP_PRESENCE_NIL))
+            {
+                break;
+            }
+
+            sum += c->n[r];
+            sum_visible += c->visible[r];
+        }
+
+        if (r < NGX_HTTP_PRESENCE_RUNS || sum != n
+            || (tree == NGX_HTTP_PRESENCE_TREE_VISIBLE
+                && sum_visible != visible))
+        {
+            c = NULL;
+        }
+    }
+
+    if (c == NULL) {
+        if (n > NGX_HTTP_PRESENCE_CROWD_MAX) {
+            return NGX_HTTP_PRESENCE_NIL;
+        }
+
+        c = ngx_http_presence_crowd_build(zone, t, n);
+
+        if (c == NULL) {
+            return NGX_HTTP_PRESENCE_NIL;
+        }
+    }
+
+    by = (tree == NGX_HTTP_PRESENCE_TREE_VISIBLE) ? c->visible : c->n;
+
+    for (r = 0; r < NGX_HTTP_PRESENCE_RUNS; r++) {
+        if (rank < by[r]) {
+            *skip = rank;
+            return c->first[r];
+        }
+
+        rank -= by[r];
+    }
+
+    return NGX_HTTP_PRESENCE_NIL;
+}
+
+
+/*
+ * The index of second t: its "n" users, from the first, in runs of equal
+ * length; it takes the place of the index of another second.  NULL when
+ * the queue does not hold the "n" users the counting tree has (the caller
+ * steps over the second).
+ */
+
+static ngx_http_presence_crowd_t *
+ngx_http_presence_crowd_build(ngx_http_presence_zone_t *zone, int64_t t,
+    ngx_uint_t n)
+{
+    uint32_t                    j, first[NGX_HTTP_PRESENCE_RUNS];
+    uint32_t                    len[NGX_HTTP_PRESENCE_RUNS];
+    uint32_t                    visible[NGX_HTTP_PRESENCE_RUNS];
+    ngx_uint_t                  k, r, per;
+    ngx_http_presence_shm_t    *sh;
+    ngx_http_presence_user_t   *user;
+    ngx_http_presence_crowd_t  *c;
+
+    sh = zone->sh;
+    c = &sh->crowds[(uint64_t) t & (sh->ncrowds - 1)];
+    c->built = 0;
+
+    /* the users of the slot later than t come first */
+
+    j = ngx_http_presence_slot_first(sh, t);
+
+    while (j != NGX_HTTP_PRESENCE_NIL
+           && ngx_http_presence_second(sh, j) > t)
+    {
+        j = sh->users[j].q_next;
+    }
+
+    per = (n + NGX_HTTP_PRESENCE_RUNS - 1) / NGX_HTTP_PRESENCE_RUNS;
+
+    for (r = 0; r < NGX_HTTP_PRESENCE_RUNS; r++) {
+        first[r] = NGX_HTTP_PRESENCE_NIL;
+        len[r] = 0;
+        visible[r] = 0;
+    }
+
+    for (k = 0;
+         k < n && j != NGX_HTTP_PRESENCE_NIL
+         && ngx_http_presence_second(sh, j) == t;
+         k++, j = user->q_next)
+    {
+        user = &sh->users[j];
+        r = k / per;
+
+        if (len[r]++ == 0) {
+            first[r] = j;
+        }
+
+        visible[r] += ngx_http_presence_visible(zone, user);
+
+        user->flags = (user->flags & ~NGX_HTTP_PRESENCE_RUN_MASK)
+                      | (uint32_t) (r << NGX_HTTP_PRESENCE_RUN_SHIFT);
+    }
+
+    sh->page_steps += k;
+
+    if (k != n
+        || (j != NGX_HTTP_PRESENCE_NIL && ngx_http_presence_second(sh, j) == t))
+    {
+        return NULL;
+    }
+
+    ngx_memcpy(c->first, first, sizeof(first));
+    ngx_memcpy(c->n, len, sizeof(len));
+    ngx_memcpy(c->visible, visible, sizeof(visible));
+    c->second = t;
+    c->built = 1;
+
+    sh->crowd_builds++;
+
+    return c;
 }
 
 
@@ -2919,6 +3344,8 @@ ngx_http_presence_q_seek(ngx_http_presence_zone_t *zone,
 
             j = sh->users[j].q_next;
         }
+
+        sh->page_steps += k;
 
         if (skip == 0 || j == NGX_HTTP_PRESENCE_NIL || again == 2) {
             continue;
@@ -3638,6 +4065,8 @@ ngx_http_presence_store_stats(ngx_http_presence_zone_t *zone,
     st->ua_failures = sh->ua_failures;
     st->profile_failures = sh->profile_failures;
     st->resets = sh->resets;
+    st->page_steps = sh->page_steps;
+    st->crowd_builds = sh->crowd_builds;
     st->batches = sh->flush_batches;
     st->statements = sh->flush_statements;
     st->rows = sh->flush_rows;

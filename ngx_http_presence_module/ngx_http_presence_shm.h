@@ -145,6 +145,8 @@ typedef struct {
     uint64_t                        ua_failures;
     uint64_t                        profile_failures;
     uint64_t                        resets;
+    uint64_t                        page_steps;
+    uint64_t                        crowd_builds;
     uint64_t                        batches;
     uint64_t                        statements;
     uint64_t                        rows;
