@@ -249,10 +249,16 @@ ngx_http_presence_stream_open(ngx_http_request_t *r,
         return ngx_http_presence_stream_header(r);
     }
 
+    /*
+     * in the request's pool: nginx has started a second block of it before
+     * any module runs, and a watch list of up to about 60 ids fits in what
+     * is left of it (a longer one is a large allocation of the pool)
+     */
+
     size = sizeof(ngx_http_presence_sub_t)
            + (n ? n - 1 : 0) * sizeof(ngx_http_presence_watch_t);
 
-    sub = ngx_calloc(size, r->connection->log);
+    sub = ngx_pcalloc(r->pool, size);
     if (sub == NULL) {
         ngx_free(ids);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -327,7 +333,6 @@ ngx_http_presence_stream_start(ngx_http_request_t *r,
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
-        ngx_free(sub);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -658,7 +663,7 @@ ngx_http_presence_stream_remove(ngx_http_presence_sub_t *sub)
 }
 
 
-/* the request's pool goes: the subscriber and its unsent output too */
+/* the request's pool goes: the subscriber's unsent output too */
 
 static void
 ngx_http_presence_stream_cleanup(void *data)
@@ -676,8 +681,6 @@ ngx_http_presence_stream_cleanup(void *data)
     for (cl = sub->out; cl; cl = cl->next) {
         ngx_free(cl->buf);
     }
-
-    ngx_free(sub);
 }
 
 

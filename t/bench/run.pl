@@ -318,14 +318,14 @@ pair("GET users?limit=50, $total users online, vs return 200 ($same{users} B)",
      ['within', 2]);
 
 # 3b. deep pages: users?offset=N, after a burst (100 000 logins in 8 s,
-# ~12 500 a second: a page walks within its second, information only),
+# ~12 500 a second: a page starts from a run of its second's index),
 # then with 100 000 users online within 15 minutes, as a population is
 # (seeded in PostgreSQL with their times, pulled by a cluster node)
 
 pair("GET users?limit=50&offset=50000 vs offset=0, after a burst of $total logins",
      sub { wrk("$api/users?limit=50&offset=50000", auth => 1) },
      sub { wrk("$api/users?limit=50&offset=0", auth => 1) },
-     ['info']);
+     ['>=', 0.5]);
 
 note('100 000 users online within 15 minutes');
 
