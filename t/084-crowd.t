@@ -47,8 +47,11 @@ pg_query(qq{INSERT INTO user_sessions (user_id, session_token, created_at,
 my @db = map { $_->[0] } pg_rows(q{SELECT user_id FROM user_sessions
                                     ORDER BY last_activity DESC, id DESC});
 
-my $n = Presence::Nginx->new(name => 'crowd', workers => 2,
-                             server => <<'EOS', http => <<EOC);
+# a node of two workers, with more of the http block
+sub node {
+    my $extra = shift;
+    my $node = Presence::Nginx->new(name => 'crowd', workers => 2,
+                                    server => <<'EOS', http => <<EOC);
         location = /metrics {
             presence_metrics;
         }
@@ -57,10 +60,13 @@ EOS
     presence_jwt_secret "$Presence::JWT::SECRET";
     presence_postgres "$dsn";
     presence_flush_interval 200ms;
-    presence_cluster on;
-    presence_node crowd;
+$extra
 EOC
-$n->start;
+    $node->start;
+    return $node;
+}
+
+my $n = node("    presence_cluster on;\n    presence_node crowd;");
 
 sub metric {
     my $name = shift;
@@ -218,19 +224,7 @@ sub visible_order {
                       ORDER BY s.last_activity DESC, s.id DESC});
 }
 
-$n = Presence::Nginx->new(name => 'crowd', workers => 2,
-                          server => <<'EOS', http => <<EOC);
-        location = /metrics {
-            presence_metrics;
-        }
-EOS
-    presence_zone zone=presence:16m;
-    presence_jwt_secret "$Presence::JWT::SECRET";
-    presence_postgres "$dsn";
-    presence_flush_interval 200ms;
-    presence_privacy_column show_online_status;
-EOC
-$n->start;
+$n = node('    presence_privacy_column show_online_status;');
 
 sub total {
     my (undef, $b) = $n->get('/api/v1/online/users?threshold_minutes=60'
