@@ -34,15 +34,23 @@ pg_query(q{INSERT INTO users (id, username)
 # 3 000 users within one second, 20 s ago, a quarter of a millisecond
 # apart: the warm start places them in PostgreSQL's order
 
-my $second = pg_value(q{SELECT date_trunc('second', now() AT TIME ZONE 'UTC')
-                                   - interval '20 seconds'});
-pg_query(qq{INSERT INTO user_sessions (user_id, session_token, created_at,
-               last_activity, is_active, node, updated_at)
-           SELECT g, lpad(to_hex(7000000 + g), 64, '0'),
-                  now() AT TIME ZONE 'UTC' - interval '1 minute',
-                  timestamp '$second' + make_interval(secs => g / 4000.0),
-                  true, 'other', now() AT TIME ZONE 'UTC'
-             FROM generate_series(1, 3000) g});
+# users 1 .. 3000 in one second 20 s ago, sessions from "tokens" + user:
+# that second
+sub crowd {
+    my $tokens = shift;
+    my $t = pg_value(q{SELECT date_trunc('second', now() AT TIME ZONE 'UTC')
+                              - interval '20 seconds'});
+    pg_query(qq{INSERT INTO user_sessions (user_id, session_token,
+                    created_at, last_activity, is_active, node, updated_at)
+                SELECT g, lpad(to_hex($tokens + g), 64, '0'),
+                       now() AT TIME ZONE 'UTC' - interval '1 minute',
+                       timestamp '$t' + make_interval(secs => g / 4000.0),
+                       true, 'other', now() AT TIME ZONE 'UTC'
+                  FROM generate_series(1, 3000) g});
+    return $t;
+}
+
+my $second = crowd(7000000);
 
 my @db = map { $_->[0] } pg_rows(q{SELECT user_id FROM user_sessions
                                     ORDER BY last_activity DESC, id DESC});
@@ -206,15 +214,7 @@ END { local $?; eval { pg_query(q{ALTER TABLE users
                                   DROP COLUMN IF EXISTS show_online_status}) } }
 pg_query('UPDATE users SET show_online_status = (id % 3 <> 0)');
 
-$second = pg_value(q{SELECT date_trunc('second', now() AT TIME ZONE 'UTC')
-                            - interval '20 seconds'});
-pg_query(qq{INSERT INTO user_sessions (user_id, session_token, created_at,
-               last_activity, is_active, node, updated_at)
-           SELECT g, lpad(to_hex(9000000 + g), 64, '0'),
-                  now() AT TIME ZONE 'UTC' - interval '1 minute',
-                  timestamp '$second' + make_interval(secs => g / 4000.0),
-                  true, 'other', now() AT TIME ZONE 'UTC'
-             FROM generate_series(1, 3000) g});
+crowd(9000000);
 
 sub visible_order {
     return map { $_->[0] }
