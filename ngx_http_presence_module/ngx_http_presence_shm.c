@@ -471,6 +471,8 @@ static u_char *ngx_http_presence_ua(ngx_http_presence_zone_t *zone,
     uint32_t off, size_t *len);
 static u_char *ngx_http_presence_profile(ngx_http_presence_zone_t *zone,
     ngx_http_presence_user_t *user, ngx_uint_t field, ssize_t *len);
+static int ngx_libc_cdecl ngx_http_presence_profile_cmp(const void *one,
+    const void *two);
 static void ngx_http_presence_set_profile(ngx_http_presence_zone_t *zone,
     ngx_http_presence_user_t *user, ngx_http_presence_profile_in_t *in,
     time_t now);
@@ -5082,7 +5084,10 @@ ngx_http_presence_store_user(ngx_http_presence_zone_t *zone,
 
 /*
  * The profiles PostgreSQL returned for "ids": those it did not return have
- * no row in "users".
+ * no row in "users".  A user with a row goes straight from its old profile
+ * to its new one (never through "no row": its privacy setting would flap,
+ * and its watchers would see it go offline and come back).  The rows are
+ * sorted by user id.
  */
 
 void
@@ -5091,20 +5096,15 @@ ngx_http_presence_store_set_profiles(ngx_http_presence_zone_t *zone,
     ngx_uint_t n, ngx_log_t *log)
 {
     time_t                     now;
-    ngx_uint_t                 k;
+    ngx_uint_t                 k, lo, hi, mid;
     ngx_http_presence_user_t  *user;
 
     now = ngx_time();
 
+    ngx_qsort(profiles, n, sizeof(ngx_http_presence_profile_in_t),
+              ngx_http_presence_profile_cmp);
+
     ngx_http_presence_lock(zone, log);
-
-    for (k = 0; k < nids; k++) {
-        user = ngx_http_presence_find_user(zone, ids[k]);
-
-        if (user) {
-            ngx_http_presence_set_profile(zone, user, NULL, now);
-        }
-    }
 
     for (k = 0; k < n; k++) {
         user = ngx_http_presence_find_user(zone, profiles[k].user_id);
@@ -5114,5 +5114,44 @@ ngx_http_presence_store_set_profiles(ngx_http_presence_zone_t *zone,
         }
     }
 
+    for (k = 0; k < nids; k++) {
+
+        /* a binary search through the rows */
+
+        lo = 0;
+        hi = n;
+
+        while (lo < hi) {
+            mid = lo + (hi - lo) / 2;
+
+            if (profiles[mid].user_id < ids[k]) {
+                lo = mid + 1;
+
+            } else {
+                hi = mid;
+            }
+        }
+
+        if (lo < n && profiles[lo].user_id == ids[k]) {
+            continue;
+        }
+
+        user = ngx_http_presence_find_user(zone, ids[k]);
+
+        if (user) {
+            ngx_http_presence_set_profile(zone, user, NULL, now);
+        }
+    }
+
     ngx_http_presence_unlock(zone);
+}
+
+
+static int ngx_libc_cdecl
+ngx_http_presence_profile_cmp(const void *one, const void *two)
+{
+    const ngx_http_presence_profile_in_t  *a = one;
+    const ngx_http_presence_profile_in_t  *b = two;
+
+    return (a->user_id > b->user_id) - (a->user_id < b->user_id);
 }

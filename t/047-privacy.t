@@ -174,6 +174,10 @@ if ($curl == 0) {
 }
 wait_until(sub { -s $file });
 sub stream_text { local $/; open my $fh, '<', $file or return ''; <$fh> }
+sleep 3.5;
+unlike(stream_text(), qr/^event: presence/m,
+       'its settings read again three times (TTL 1 s): no event, it never '
+       . 'looked hidden');
 hide(5, 'false');
 ok(wait_until(sub { stream_text() =~ /"user_id":5,"status":"offline","last_seen":null/ }, 5),
    'a member that hides: offline, without last_seen, on the stream');
