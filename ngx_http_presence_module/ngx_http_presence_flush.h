@@ -38,6 +38,7 @@
 
 
 #define NGX_HTTP_PRESENCE_PROFILE_MAX   500   /* ids in one query */
+#define NGX_HTTP_PRESENCE_PROFILE_ROUNDS  8   /* full queries a flush */
 
 
 typedef enum {
@@ -92,6 +93,7 @@ struct ngx_http_presence_flusher_s {
     ngx_uint_t                       daily_pending;  /* a closed day */
     ngx_uint_t                       daily_history;  /* read back */
     ngx_uint_t                       nids;
+    ngx_uint_t                       profile_rounds;  /* this flush's */
     ngx_http_presence_profile_in_t   profiles[NGX_HTTP_PRESENCE_PROFILE_MAX];
 };
 

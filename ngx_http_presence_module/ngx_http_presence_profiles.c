@@ -7,9 +7,10 @@
 /*
  * The flusher's steps on the "users" table.  Schema, once per connection:
  * whether "users" has the boolean "is_active" column (the backend's
- * models usually do).  Profiles: for the most recently active users whose
- * profile is missing or older than presence_profile_ttl, one query of up
- * to 500 ids; each field is cut at 1024 bytes on a character boundary.
+ * models usually do).  Profiles: for the users whose profile is missing or
+ * older than presence_profile_ttl (the most recently active first, then
+ * the store's sweep of all of them), queries of up to 500 ids, up to 8 a
+ * flush; each field is cut at 1024 bytes on a character boundary.
  */
 
 
@@ -203,6 +204,7 @@ ngx_http_presence_profiles_load(ngx_http_presence_flusher_t *f)
                                               NGX_HTTP_PRESENCE_PROFILE_SCAN,
                                               f->pg.log);
     if (f->nids == 0) {
+        f->profile_rounds = 0;
         return NGX_DECLINED;
     }
 
@@ -241,6 +243,7 @@ ngx_http_presence_profiles_loaded(ngx_http_presence_flusher_t *f,
     ngx_http_presence_profile_in_t  *in;
 
     if (res == NULL) {
+        f->profile_rounds = 0;
         return NGX_ERROR;
     }
 
@@ -260,6 +263,16 @@ ngx_http_presence_profiles_loaded(ngx_http_presence_flusher_t *f,
 
     ngx_http_presence_store_set_profiles(f->zone, f->ids, f->nids,
                                          f->profiles, n, f->pg.log);
+
+    /* a full query: there may be more, another one in this flush */
+
+    if (f->nids == NGX_HTTP_PRESENCE_PROFILE_MAX
+        && ++f->profile_rounds < NGX_HTTP_PRESENCE_PROFILE_ROUNDS)
+    {
+        return NGX_AGAIN;
+    }
+
+    f->profile_rounds = 0;
 
     return NGX_OK;
 }

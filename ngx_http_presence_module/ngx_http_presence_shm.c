@@ -252,6 +252,8 @@ typedef struct {
     uint64_t                        pulled_rows;
     uint64_t                        pull_skipped;
     time_t                          profiles_since;  /* read before: stale */
+    uint32_t                        profiles_cursor; /* the sweep's, in */
+                                                     /* the users array */
 
     /* the warm start: sessions loaded from PostgreSQL into a new zone */
     ngx_uint_t                      warm;        /* WARM_PENDING ... */
@@ -376,6 +378,9 @@ struct ngx_http_presence_zone_s {
 #define NGX_HTTP_PRESENCE_LOG_MIN       64
 #define NGX_HTTP_PRESENCE_LOG_MAX       (1024 * 1024)
 
+/* users looked at by the profiles' sweep in one hold of the lock */
+#define NGX_HTTP_PRESENCE_PROFILE_CHUNK 4096
+
 /* rows of the warm start merged in one hold of the lock */
 #define NGX_HTTP_PRESENCE_WARM_SLICE    2000
 
@@ -473,6 +478,8 @@ static u_char *ngx_http_presence_profile(ngx_http_presence_zone_t *zone,
     ngx_http_presence_user_t *user, ngx_uint_t field, ssize_t *len);
 static int ngx_libc_cdecl ngx_http_presence_profile_cmp(const void *one,
     const void *two);
+static ngx_uint_t ngx_http_presence_profile_stale(ngx_http_presence_shm_t *sh,
+    ngx_http_presence_user_t *user, time_t now, time_t ttl);
 static void ngx_http_presence_set_profile(ngx_http_presence_zone_t *zone,
     ngx_http_presence_user_t *user, ngx_http_presence_profile_in_t *in,
     time_t now);
@@ -4633,8 +4640,12 @@ ngx_http_presence_store_warm_merge(ngx_http_presence_zone_t *zone,
 
 
 /*
- * The most recently active users (at most "scan" of them) whose profile is
- * missing or older than "ttl": at most "max" ids.
+ * The users whose profile is missing or stale: first among the "scan" most
+ * recently active (the first pages), then from a sweep of the users array
+ * that goes on where the last one stopped, so that every user's profile
+ * (and privacy setting) is read again within presence_profile_ttl plus
+ * one sweep of the array (a 64th of it a call, CHUNK users a hold of the
+ * lock).  At most "max"; a user may be in both parts (read once).
  */
 
 ngx_uint_t
@@ -4643,8 +4654,8 @@ ngx_http_presence_store_stale_profiles(ngx_http_presence_zone_t *zone,
     ngx_log_t *log)
 {
     time_t                     now;
-    uint32_t                   i;
-    ngx_uint_t                 k, n;
+    uint32_t                   i, end;
+    ngx_uint_t                 k, n, sweep;
     ngx_http_presence_shm_t   *sh;
     ngx_http_presence_user_t  *user;
 
@@ -4659,20 +4670,54 @@ ngx_http_presence_store_stale_profiles(ngx_http_presence_zone_t *zone,
     {
         user = &sh->users[i];
 
-        if ((user->profile
-             || (user->flags & NGX_HTTP_PRESENCE_PROFILE_MISSING))
-            && now - (time_t) user->profile_at < ttl
-            && (time_t) user->profile_at > sh->profiles_since)
-        {
-            continue;
+        if (ngx_http_presence_profile_stale(sh, user, now, ttl)) {
+            ids[n++] = user->user_id;
+        }
+    }
+
+    sweep = ngx_max(sh->nusers / 64, NGX_HTTP_PRESENCE_PROFILE_CHUNK);
+
+    while (n < max && sweep) {
+        i = sh->profiles_cursor % sh->nusers;
+        end = i + (uint32_t) ngx_min(ngx_min(sweep,
+                                             NGX_HTTP_PRESENCE_PROFILE_CHUNK),
+                                     sh->nusers - i);
+        sweep -= end - i;
+
+        for ( /* void */ ; i < end && n < max; i++) {
+            user = &sh->users[i];
+
+            if (user->user_id != 0
+                && ngx_http_presence_profile_stale(sh, user, now, ttl))
+            {
+                ids[n++] = user->user_id;
+            }
         }
 
-        ids[n++] = user->user_id;
+        sh->profiles_cursor = i % sh->nusers;
+
+        if (n < max && sweep) {
+            ngx_http_presence_unlock(zone);
+            sh = ngx_http_presence_store_lock(zone, log);
+        }
     }
 
     ngx_http_presence_unlock(zone);
 
     return n;
+}
+
+
+/* read before presence_profile_ttl ago, or before POST cleanup, or never */
+
+static ngx_uint_t
+ngx_http_presence_profile_stale(ngx_http_presence_shm_t *sh,
+    ngx_http_presence_user_t *user, time_t now, time_t ttl)
+{
+    return !((user->profile
+              || (user->flags & NGX_HTTP_PRESENCE_PROFILE_MISSING))
+             && now - (time_t) user->profile_at < ttl
+             && (time_t) user->profile_at > sh->profiles_since);
 }
 
 

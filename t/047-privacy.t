@@ -142,6 +142,34 @@ hide(9, 'true');
 $n->stop;
 
 # ---------------------------------------------------------------------
+# a member deep in the queue (1 500 members active since): its setting is
+# read again within the TTL too, by the profile loader's sweep
+
+pg_query(q{INSERT INTO users (id, username) SELECT g, 'm' || g
+             FROM generate_series(2001, 3600) g});
+pg_query(q{INSERT INTO user_sessions (user_id, session_token, created_at,
+               last_activity, is_active, node, updated_at)
+           SELECT g, lpad(to_hex(500000 + g), 64, '0'),
+                  (now() AT TIME ZONE 'UTC') - interval '10 minutes',
+                  (now() AT TIME ZONE 'UTC')
+                  - make_interval(secs => (3600 - g) * 0.05),
+                  true, 'other', now() AT TIME ZONE 'UTC'
+             FROM generate_series(2001, 3600) g});
+$n = node(keep_sessions => 1);
+ok(wait_until(sub { api($n, 'stats', 100)->{warm}{done} }), 'restarted');
+ok(wait_until(sub { status_of($n, 100, 2001)->{status} ne 'offline' }, 5),
+   'the least recent of 1 600 members is visible');
+my $listed = api($n, 'users?limit=1&threshold_minutes=60', 100)->{total};
+hide(2001, 'false');
+ok(wait_until(sub { status_of($n, 100, 2001)->{status} eq 'offline' }, 5),
+   'it hides: offline to others within the TTL (1 s) and a sweep');
+is(api($n, 'users?limit=1&threshold_minutes=60', 100)->{total}, $listed - 1,
+   "and out of users ($listed before)");
+$n->stop;
+pg_query('DELETE FROM user_sessions WHERE user_id > 2000');
+pg_query('DELETE FROM users WHERE id > 2000');
+
+# ---------------------------------------------------------------------
 # presence_privacy_counts off: hidden members are not counted
 
 $n = node(http => "    presence_privacy_counts off;\n");
