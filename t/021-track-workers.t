@@ -36,14 +36,14 @@ $n->{port} = $port;
 sub worker { my $head = shift; return $head =~ /^X-Worker: (\d+)/mi ? $1 : 0 }
 
 my (%tracked_by, %seen, @missing);
-for my $u (1 .. 10) {
+for my $u (1 .. 20) {
     my (undef, undef, $head) = $n->get('/app/x', Presence::JWT::token(sub => $u));
     $tracked_by{$u} = worker($head);
     $seen{ $tracked_by{$u} }++;
 }
 is(scalar(keys %seen), 2, 'both workers recorded activity');
 
-for my $u (1 .. 10) {
+for my $u (1 .. 20) {
     my $answered;
     for (1 .. 60) {
         my (undef, $body, $head) = $n->get("/api/v1/online/status?user_ids=$u",

@@ -94,7 +94,15 @@ cmp_ok(v($m, 'jwt_cache_hits_total'), '>=', 1, 'cache hits');
 cmp_ok(v($m, 'jwt_cache_misses_total'), '>=', 3, 'cache misses');
 is(v($m, 'sessions'), 2, 'two sessions held');
 is(v($m, 'users'), 2, 'two users held');
-is(v($m, 'flush_rows_total'), 2, 'two rows written');
+# every change written (under a slow build user 1's three requests may
+# span two flushes: its row is then advanced once more)
+for (1 .. 20) {
+    last if v($m, 'ring_depth') == 0 && v($m, 'flush_rows_total') >= 2;
+    sleep 0.5;
+    ($body, $head, $m) = scrape();
+}
+my $rows = v($m, 'flush_rows_total');
+ok($rows >= 2 && $rows <= 4, "two rows written ($rows writes, at most one a request)");
 cmp_ok(v($m, 'flush_statements_total'), '>=', 1, 'statements');
 is(v($m, 'database_connected'), 1, 'connected');
 ok(v($m, 'flusher_pid') > 0, 'a flusher pid');
@@ -121,7 +129,7 @@ while (time < $deadline) {
 }
 is(v($m, 'database_connected'), 1, 'connected again');
 is(v($m, 'ring_depth'), 0, 'the ring drained');
-is(v($m, 'flush_rows_total'), 3, 'the third row written');
+is(v($m, 'flush_rows_total'), $rows + 1, 'the third row written');
 
 # a full zone evicts
 
