@@ -4675,7 +4675,8 @@ ngx_http_presence_store_stale_profiles(ngx_http_presence_zone_t *zone,
         }
     }
 
-    sweep = ngx_max(sh->nusers / 64, NGX_HTTP_PRESENCE_PROFILE_CHUNK);
+    sweep = ngx_min(ngx_max(sh->nusers / 64, NGX_HTTP_PRESENCE_PROFILE_CHUNK),
+                    sh->nusers);
 
     while (n < max && sweep) {
         i = sh->profiles_cursor % sh->nusers;
