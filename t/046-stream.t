@@ -9,7 +9,6 @@ use strict;
 use warnings;
 
 use lib 't/lib';
-use File::Temp qw(tempdir);
 use IO::Socket::INET;
 use JSON::PP;
 use Presence::JWT;
@@ -21,7 +20,6 @@ use Time::HiRes qw(sleep time);
 *wait_until = \&Presence::Nginx::wait_until;
 
 my $json = JSON::PP->new;
-my $dir = tempdir(CLEANUP => 1);
 my $h2port = Presence::Nginx::free_port();
 
 sub tok { Presence::JWT::token(sub => shift, @_) }
@@ -61,33 +59,16 @@ EOS
     return $n;
 }
 
-# a stream read by curl in the background, into a file
-my $seq = 0;
+# a stream read by curl in the background (Presence::Nginx::stream), by
+# default as user 900
 sub open_stream {
     my ($n, $path, %o) = @_;
-    my $file = "$dir/stream" . ++$seq;
-    my @cmd = ('curl', '-sN', '-D', "$file.head", '-o', $file,
-               '-m', $o{max} // 20);
-    push @cmd, '--http2-prior-knowledge' if $o{h2};
-    push @cmd, '-H', "Authorization: Bearer " . ($o{token} // tok(900))
-        unless $o{no_auth};
-    push @cmd, '-H', $_ for @{ $o{headers} // [] };
-    my $port = $o{port} // $n->port;
-    push @cmd, "http://127.0.0.1:$port$path";
-    my $pid = fork // die;
-    if ($pid == 0) {
-        open STDERR, '>', '/dev/null';
-        exec @cmd;
-    }
-    my $s = { pid => $pid, file => $file };
-    wait_until(sub { -s $file }, 5);
-    return $s;
+    $o{token} //= tok(900) unless delete $o{no_auth};
+    return $n->stream($path, %o);
 }
 
-sub text { my $s = shift; local $/; open my $fh, '<', $s->{file} or return '';
-           return scalar <$fh> }
-sub head { my $s = shift; local $/; open my $fh, '<', "$s->{file}.head"
-           or return ''; return scalar <$fh> }
+sub text { Presence::Nginx::stream_text(@_) }
+sub head { Presence::Nginx::stream_head(@_) }
 
 # the events so far: [{id, event, data}]
 sub events {
@@ -121,7 +102,7 @@ sub wait_events {
 }
 
 sub finished { my $s = shift; return waitpid($s->{pid}, 1) == $s->{pid} }
-sub stop_stream { my $s = shift; kill 'TERM', $s->{pid}; waitpid $s->{pid}, 0 }
+sub stop_stream { Presence::Nginx::stream_stop(@_) }
 
 my $n = node();
 my ($status, $body, $head);

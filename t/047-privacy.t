@@ -10,7 +10,6 @@ use strict;
 use warnings;
 
 use lib 't/lib';
-use File::Temp qw(tempdir);
 use JSON::PP;
 use Presence::JWT;
 use Presence::Nginx;
@@ -24,7 +23,6 @@ my $dsn = $ENV{TEST_NGINX_PG_DSN}
 *wait_until = \&Presence::Nginx::wait_until;
 
 my $json = JSON::PP->new;
-my $dir = tempdir(CLEANUP => 1);
 
 sub tok { Presence::JWT::token(sub => shift, @_) }
 
@@ -192,16 +190,9 @@ $n = node();
 $n->get('/app/x', tok(5));
 ok(wait_until(sub { status_of($n, 100, 5)->{status} eq 'online' }),
    'member 5 is online');
-my $file = "$dir/stream";
-my $curl = fork // die;
-if ($curl == 0) {
-    open STDERR, '>', '/dev/null';
-    exec 'curl', '-sN', '-m', '12', '-o', $file, '-H',
-         'Authorization: Bearer ' . tok(100),
-         'http://127.0.0.1:' . $n->port . '/api/v1/online/stream?user_ids=5,6';
-}
-wait_until(sub { -s $file });
-sub stream_text { local $/; open my $fh, '<', $file or return ''; <$fh> }
+my $stream = $n->stream('/api/v1/online/stream?user_ids=5,6',
+                         token => tok(100), max => 12);
+sub stream_text { Presence::Nginx::stream_text($stream) }
 sleep 3.5;
 unlike(stream_text(), qr/^event: presence/m,
        'its settings read again three times (TTL 1 s): no event, it never '
@@ -214,8 +205,7 @@ $n->get('/app/x', tok(6));
 sleep 1.5;
 unlike(stream_text(), qr/"user_id":6/, 'an invisible member\'s activity '
                                       . 'sends no event');
-kill 'TERM', $curl;
-waitpid $curl, 0;
+Presence::Nginx::stream_stop($stream);
 hide(5, 'true');
 hide(6, 'true');
 $n->stop;
@@ -284,15 +274,8 @@ my %hidden_since;           # member => when it hid
 my %shown_since;
 $n->get('/app/x', tok($_)) for @members;
 
-$file = "$dir/stream2";
-$curl = fork // die;
-if ($curl == 0) {
-    open STDERR, '>', '/dev/null';
-    exec 'curl', '-sN', '-m', '30', '-o', $file, '-H',
-         'Authorization: Bearer ' . tok(150),
-         'http://127.0.0.1:' . $n->port
-         . '/api/v1/online/stream?user_ids=' . join(',', @members);
-}
+$stream = $n->stream('/api/v1/online/stream?user_ids=' . join(',', @members),
+                     token => tok(150), max => 30);
 
 my @leaks;
 my $t_end = time + 12;
@@ -329,11 +312,10 @@ while (time < $t_end) {
     }
     sleep 0.05;
 }
-kill 'TERM', $curl;
-waitpid $curl, 0;
+Presence::Nginx::stream_stop($stream);
 
 # the stream: per member, after its last hide, nothing but offline/null
-my $text = do { local $/; open my $fh, '<', $file; <$fh> } // '';
+my $text = stream_text();
 for my $m (keys %hidden_since) {
     my @ev = $text =~ /data: (\{"user_id":$m,[^\n]*)/g;
     next unless @ev;

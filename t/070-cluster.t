@@ -150,25 +150,17 @@ like(eventually($b, '/api/v1/online/stats', qr/"peak_users_today":1004,/),
 
 # a stream on B tells transitions of activity recorded on A
 
-my $file = $b->root . '/stream.out';
-my $curl = fork // die;
-if ($curl == 0) {
-    open STDERR, '>', '/dev/null';
-    exec 'curl', '-sN', '-m', '15', '-o', $file, '-H',
-         'Authorization: Bearer ' . tok(1),
-         'http://127.0.0.1:' . $b->port . '/api/v1/online/stream?user_ids=2999';
-}
-$deadline = time + 5;
-sleep 0.1 until -s $file || time > $deadline;
-like(`cat $file`, qr/event: snapshot\n/, 'a stream on B');
+my $stream = $b->stream('/api/v1/online/stream?user_ids=2999',
+                         token => tok(1), max => 15);
+like(Presence::Nginx::stream_text($stream), qr/event: snapshot\n/,
+     'a stream on B');
 $a->get('/app/x', tok(2999));
-$deadline = time + 8;
-sleep 0.2 until `cat $file` =~ /"user_id":2999,"status":"online"/
-                || time > $deadline;
-like(`cat $file`, qr/event: presence\ndata: \{"user_id":2999,"status":"online"/,
+Presence::Nginx::wait_until(sub { Presence::Nginx::stream_text($stream)
+                                  =~ /"user_id":2999,"status":"online"/ }, 8);
+like(Presence::Nginx::stream_text($stream),
+     qr/event: presence\ndata: \{"user_id":2999,"status":"online"/,
      'B\'s stream tells that user 2999 came online on A');
-kill 'TERM', $curl;
-waitpid $curl, 0;
+Presence::Nginx::stream_stop($stream);
 
 unlike($a->log . $b->log, qr/\[alert\]|\[crit\]/, 'no alerts');
 

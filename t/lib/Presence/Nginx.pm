@@ -11,6 +11,7 @@ use warnings;
 
 use Cwd qw(cwd);
 use File::Path qw(make_path remove_tree);
+use File::Temp qw(tempdir);
 use IO::Socket::INET;
 use Time::HiRes qw(sleep time);
 
@@ -219,6 +220,38 @@ sub request {
 }
 
 sub get { my $self = shift; return $self->request(@_) }
+
+# GET stream read by curl in the background into a file (which outlives
+# the node): { pid, file }, once the first bytes are in.  Options: token
+# (Authorization: Bearer), headers (more lines), h2 (prior knowledge),
+# port, max (curl's -m, 20 s)
+my ($stream_dir, $streams);
+sub stream {
+    my ($self, $path, %o) = @_;
+    $stream_dir //= tempdir(CLEANUP => 1);
+    my $file = "$stream_dir/stream" . ++$streams;
+    my @cmd = ('curl', '-sN', '-D', "$file.head", '-o', $file,
+               '-m', $o{max} // 20);
+    push @cmd, '--http2-prior-knowledge' if $o{h2};
+    push @cmd, '-H', "Authorization: Bearer $o{token}" if defined $o{token};
+    push @cmd, '-H', $_ for @{ $o{headers} // [] };
+    push @cmd, 'http://127.0.0.1:' . ($o{port} // $self->{port}) . $path;
+    my $pid = fork // die;
+    if ($pid == 0) {
+        open STDERR, '>', '/dev/null';
+        exec @cmd;
+    }
+    wait_until(sub { -s $file }, 5);
+    return { pid => $pid, file => $file };
+}
+
+# what a stream received so far, and its response header
+sub stream_text { my $s = shift; local $/; open my $fh, '<', $s->{file}
+                  or return ''; return scalar <$fh> }
+sub stream_head { my $s = shift; local $/; open my $fh, '<', "$s->{file}.head"
+                  or return ''; return scalar <$fh> }
+
+sub stream_stop { my $s = shift; kill 'TERM', $s->{pid}; waitpid $s->{pid}, 0 }
 
 sub DESTROY {
     my $self = shift;
