@@ -41,21 +41,6 @@ for my $u (1 .. $users) {
 }
 close $fh;
 
-open my $lua, '>', "$out/tokens.lua" or die $!;
-print $lua <<'EOL';
-local tokens = {}
-for line in io.lines(os.getenv("TOKENS")) do tokens[#tokens + 1] = line end
-local i = math.random(#tokens)
-local close = os.getenv("CLOSE")
-request = function()
-  i = i % #tokens + 1
-  local h = {["Authorization"] = "Bearer " .. tokens[i]}
-  if close then h["Connection"] = "close" end
-  return wrk.format("GET", nil, h)
-end
-EOL
-close $lua;
-
 # the stand-in backend runs apart, so that reloading the front does not
 # reload the backend (its own failures are not the module's)
 
@@ -107,7 +92,7 @@ sub load_start {
         open STDERR, '>&', \*STDOUT;
         $ENV{TOKENS} = $tokens // "$out/tokens.txt";
         $ENV{CLOSE} = 1 if $close;
-        exec 'wrk', '-t1', '-c8', "-d${secs}s", '-s', "$out/tokens.lua",
+        exec 'wrk', '-t1', '-c8', "-d${secs}s", '-s', 't/bench/tokens.lua',
              "http://127.0.0.1:$port/app/";
         exit 127;
     }

@@ -44,18 +44,6 @@ sub tokens {
     return "$out/$file";
 }
 
-open my $lua, '>', "$out/tokens.lua" or die $!;
-print $lua <<'EOL';
-local tokens = {}
-for line in io.lines(os.getenv("TOKENS")) do tokens[#tokens + 1] = line end
-local i = math.random(#tokens)
-request = function()
-  i = i % #tokens + 1
-  return wrk.format("GET", nil, {["Authorization"] = "Bearer " .. tokens[i]})
-end
-EOL
-close $lua;
-
 note('minting tokens');
 my $t1k = tokens('1k.txt', 1, 1000);
 
@@ -126,7 +114,7 @@ sub wrk {
     my $c = $o{c} // 32;
     my $d = $o{d} // $secs;
     my @cmd = ('wrk', '-t2', "-c$c", "-d${d}s", '--latency');
-    push @cmd, '-s', "$out/tokens.lua" if $o{tokens};
+    push @cmd, '-s', 't/bench/tokens.lua' if $o{tokens};
     push @cmd, '-H', "Authorization: Bearer $bearer" if $o{auth};
     local $ENV{TOKENS} = $o{tokens} // '';
     my $res = `@{[ join ' ', map { "'$_'" } @cmd ]} '$url' 2>&1`;

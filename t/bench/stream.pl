@@ -41,18 +41,6 @@ print $fh Presence::JWT::token(sub => $_, exp => time + 86400), "\n"
     for 1 .. 1000;
 close $fh;
 
-open my $lua, '>', "$out/tokens.lua" or die $!;
-print $lua <<'EOL';
-local tokens = {}
-for line in io.lines(os.getenv("TOKENS")) do tokens[#tokens + 1] = line end
-local i = 0
-request = function()
-  i = i % #tokens + 1
-  return wrk.format("GET", nil, {["Authorization"] = "Bearer " .. tokens[i]})
-end
-EOL
-close $lua;
-
 my $n = Presence::Nginx->new(name => 'bench_stream', workers => 2,
                              root => "$out/nginx", log_level => 'warn',
                              main => "worker_rlimit_nofile 65536;",
@@ -125,9 +113,10 @@ sub client {
 sub wrk {
     my ($path, $tokens, %o) = @_;
     local $ENV{TOKENS} = $tokens;
+    local $ENV{START} = 1;          # the users in order, from the first
     my $c = $o{c} // 32;
     my $d = $o{d} // $secs;
-    my $res = `wrk -t2 -c$c -d${d}s -s $out/tokens.lua http://127.0.0.1:$port$path 2>&1`;
+    my $res = `wrk -t2 -c$c -d${d}s -s t/bench/tokens.lua http://127.0.0.1:$port$path 2>&1`;
     my ($rps) = $res =~ /Requests\/sec:\s+([\d.]+)/;
     die "bench: wrk failed:\n$res" unless $rps;
     return $rps;
