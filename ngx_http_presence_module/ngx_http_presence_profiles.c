@@ -28,7 +28,6 @@
 static void ngx_http_presence_profiles_cut(ngx_str_t *field, size_t len);
 
 
-
 enum {
     NGX_HTTP_PRESENCE_PROFILES_IDS = 0,     /* $1: bigint[] */
     NGX_HTTP_PRESENCE_PROFILES_NPARAMS

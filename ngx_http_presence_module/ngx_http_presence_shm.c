@@ -555,7 +555,8 @@ static void ngx_http_presence_crowd_unlink(ngx_http_presence_zone_t *zone,
 static void ngx_http_presence_crowd_visible(ngx_http_presence_zone_t *zone,
     ngx_http_presence_user_t *user, ngx_uint_t is);
 static uint32_t ngx_http_presence_crowd_rank(ngx_http_presence_zone_t *zone,
-    int64_t t, ngx_uint_t tree, ngx_uint_t rank, ngx_uint_t *skip);
+    int64_t t, ngx_uint_t tree, ngx_uint_t at, ngx_uint_t rank,
+    ngx_uint_t *skip);
 static ngx_uint_t ngx_http_presence_at(ngx_http_presence_zone_t *zone,
     int64_t t, ngx_uint_t tree);
 static ngx_http_presence_crowd_t *ngx_http_presence_crowd_build(
@@ -2967,7 +2968,7 @@ ngx_http_presence_q_rank(ngx_http_presence_zone_t *zone, ngx_uint_t rank,
 {
     int64_t                   t, end;
     uint32_t                  j;
-    ngx_uint_t                later, slot_later;
+    ngx_uint_t                later, slot_later, at;
     ngx_http_presence_shm_t  *sh;
 
     sh = zone->sh;
@@ -2978,7 +2979,9 @@ ngx_http_presence_q_rank(ngx_http_presence_zone_t *zone, ngx_uint_t rank,
             ? ngx_http_presence_count(zone, sh->clock - t, tree) : 0;
 
     if (sh->ncrowds) {
-        j = ngx_http_presence_crowd_rank(zone, t, tree, rank - later, skip);
+        at = ngx_http_presence_count(zone, sh->clock - t + 1, tree) - later;
+        j = ngx_http_presence_crowd_rank(zone, t, tree, at, rank - later,
+                                         skip);
 
         if (j != NGX_HTTP_PRESENCE_NIL) {
             return j;
@@ -3155,7 +3158,8 @@ ngx_http_presence_crowd_visible(ngx_http_presence_zone_t *zone,
 
 
 /*
- * The user at "rank" (counted in "tree") within second t: in a crowded
+ * The user at "rank" (counted in "tree", which holds "at" users of second
+ * t) within second t: in a crowded
  * second, the first user of the run the rank is in, and the rank within
  * the run.  The index is built again when it does not add up to the
  * counting trees' numbers, or when a run has grown to twice its share
@@ -3165,20 +3169,24 @@ ngx_http_presence_crowd_visible(ngx_http_presence_zone_t *zone,
 
 static uint32_t
 ngx_http_presence_crowd_rank(ngx_http_presence_zone_t *zone, int64_t t,
-    ngx_uint_t tree, ngx_uint_t rank, ngx_uint_t *skip)
+    ngx_uint_t tree, ngx_uint_t at, ngx_uint_t rank, ngx_uint_t *skip)
 {
     uint32_t                   *by;
     ngx_uint_t                  r, n, visible, sum, sum_visible, share;
     ngx_http_presence_crowd_t  *c;
 
-    n = ngx_http_presence_at(zone, t, NGX_HTTP_PRESENCE_TREE_USERS);
+    if (tree == NGX_HTTP_PRESENCE_TREE_VISIBLE) {
+        visible = at;
+        n = ngx_http_presence_at(zone, t, NGX_HTTP_PRESENCE_TREE_USERS);
+
+    } else {
+        visible = 0;
+        n = at;
+    }
 
     if (n < NGX_HTTP_PRESENCE_CROWD_MIN) {
         return NGX_HTTP_PRESENCE_NIL;
     }
-
-    visible = (tree == NGX_HTTP_PRESENCE_TREE_VISIBLE)
-              ? ngx_http_presence_at(zone, t, tree) : 0;
 
     c = ngx_http_presence_crowd_find(zone->sh, t);
 
