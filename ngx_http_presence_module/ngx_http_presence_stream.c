@@ -112,7 +112,8 @@ static void ngx_http_presence_stream_add(ngx_http_presence_sub_t *sub);
 static void ngx_http_presence_stream_cleanup(void *data);
 static void ngx_http_presence_stream_poll(ngx_event_t *ev);
 static void ngx_http_presence_stream_kick(ngx_event_t *ev);
-static void ngx_http_presence_stream_fanout(ngx_http_presence_event_t *ev);
+static void ngx_http_presence_stream_fanout(ngx_http_presence_event_t *ev,
+    ngx_pool_t *pool);
 static void ngx_http_presence_stream_second(time_t now);
 static void ngx_http_presence_stream_lost(void);
 static void ngx_http_presence_stream_event(ngx_http_presence_json_t *w,
@@ -696,6 +697,7 @@ ngx_http_presence_stream_poll(ngx_event_t *ev)
     time_t                        now;
     ngx_int_t                     rc;
     ngx_uint_t                    i, n;
+    ngx_pool_t                   *pool;
     ngx_http_presence_sub_t      *sub;
     ngx_http_presence_streams_t  *st;
 
@@ -711,6 +713,10 @@ ngx_http_presence_stream_poll(ngx_event_t *ev)
         return;
     }
 
+    /* each event written once, in a pool of this round's */
+
+    pool = NULL;
+
     do {
         rc = ngx_http_presence_store_events(st->zone, &st->cursor,
                                             st->events,
@@ -720,11 +726,20 @@ ngx_http_presence_stream_poll(ngx_event_t *ev)
             ngx_http_presence_stream_lost();
         }
 
-        for (i = 0; i < n; i++) {
-            ngx_http_presence_stream_fanout(&st->events[i]);
+        if (n && pool == NULL) {
+            pool = ngx_create_pool(1024, ev->log);
+        }
+
+        for (i = 0; pool && i < n; i++) {
+            ngx_http_presence_stream_fanout(&st->events[i], pool);
+            ngx_reset_pool(pool);
         }
 
     } while (n == NGX_HTTP_PRESENCE_STREAM_READ);
+
+    if (pool) {
+        ngx_destroy_pool(pool);
+    }
 
     now = ngx_time();
 
@@ -767,10 +782,10 @@ ngx_http_presence_stream_kick(ngx_event_t *ev)
 /* one event to the subscribers that watch its user, written once */
 
 static void
-ngx_http_presence_stream_fanout(ngx_http_presence_event_t *ev)
+ngx_http_presence_stream_fanout(ngx_http_presence_event_t *ev,
+    ngx_pool_t *pool)
 {
     ngx_uint_t                    sent;
-    ngx_pool_t                   *pool;
     ngx_rbtree_key_t              key;
     ngx_rbtree_node_t            *node, *sentinel, *first;
     ngx_http_presence_json_t      w;
@@ -802,11 +817,6 @@ ngx_http_presence_stream_fanout(ngx_http_presence_event_t *ev)
         return;
     }
 
-    pool = ngx_create_pool(1024, ngx_cycle->log);
-    if (pool == NULL) {
-        return;
-    }
-
     ngx_http_presence_json_init(&w, pool, 256);
     ngx_http_presence_stream_event(&w, ev);
 
@@ -829,8 +839,6 @@ ngx_http_presence_stream_fanout(ngx_http_presence_event_t *ev)
             sent++;
         }
     }
-
-    ngx_destroy_pool(pool);
 
     ngx_http_presence_store_stream_stat(st->zone,
                                         NGX_HTTP_PRESENCE_STREAM_EVENTS,
