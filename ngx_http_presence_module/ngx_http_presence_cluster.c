@@ -115,19 +115,21 @@ enum {
  * their updated_at, and a page may end among them.
  */
 
+/* a session row's columns as the pull and the warm start read them */
+
 #define NGX_HTTP_PRESENCE_SESSION_COLUMNS                                     \
-    "SELECT user_id, session_token, ip_address, user_agent,"                  \
-    " CASE WHEN isfinite(created_at)"                                         \
-    " THEN (extract(epoch FROM created_at) * 1000)::bigint END,"              \
-    " CASE WHEN isfinite(last_activity)"                                      \
-    " THEN (extract(epoch FROM last_activity) * 1000)::bigint END,"           \
-    " CASE WHEN isfinite(expires_at)"                                         \
-    " THEN extract(epoch FROM expires_at)::bigint END, is_active,"
+    "SELECT s.user_id, s.session_token, s.ip_address, s.user_agent,"          \
+    " CASE WHEN isfinite(s.created_at)"                                       \
+    " THEN (extract(epoch FROM s.created_at) * 1000)::bigint END,"            \
+    " CASE WHEN isfinite(s.last_activity)"                                    \
+    " THEN (extract(epoch FROM s.last_activity) * 1000)::bigint END,"         \
+    " CASE WHEN isfinite(s.expires_at)"                                       \
+    " THEN extract(epoch FROM s.expires_at)::bigint END, s.is_active,"
 
 #define NGX_HTTP_PRESENCE_PULL_COLUMNS                                        \
     NGX_HTTP_PRESENCE_SESSION_COLUMNS                                         \
-    " (extract(epoch FROM updated_at) * 1000000)::bigint, id"                 \
-    " FROM user_sessions WHERE "
+    " (extract(epoch FROM s.updated_at) * 1000000)::bigint, s.id"             \
+    " FROM user_sessions s WHERE "
 
 #define NGX_HTTP_PRESENCE_PULL_END                                            \
     " AND updated_at <= (now() AT TIME ZONE 'UTC') + interval '1 day'"        \
@@ -162,13 +164,7 @@ static const char  ngx_http_presence_pull_next_sql[] =
  */
 
 #define NGX_HTTP_PRESENCE_WARM_SELECT                                         \
-    "SELECT s.user_id, s.session_token, s.ip_address, s.user_agent,"          \
-    " CASE WHEN isfinite(s.created_at)"                                       \
-    " THEN (extract(epoch FROM s.created_at) * 1000)::bigint END,"            \
-    " CASE WHEN isfinite(s.last_activity)"                                    \
-    " THEN (extract(epoch FROM s.last_activity) * 1000)::bigint END,"         \
-    " CASE WHEN isfinite(s.expires_at)"                                       \
-    " THEN extract(epoch FROM s.expires_at)::bigint END, s.is_active,"        \
+    NGX_HTTP_PRESENCE_SESSION_COLUMNS                                         \
     " (extract(epoch FROM s.last_activity) * 1000000)::bigint, s.id, "
 
 #define NGX_HTTP_PRESENCE_WARM_WHERE                                          \
