@@ -388,6 +388,7 @@ struct ngx_http_presence_zone_s {
 #define NGX_HTTP_PRESENCE_TREE_USERS     0
 #define NGX_HTTP_PRESENCE_TREE_SESSIONS  1
 #define NGX_HTTP_PRESENCE_TREE_VISIBLE   2   /* users others may see */
+#define NGX_HTTP_PRESENCE_TREES          3
 
 /* online sessions looked at for their device classes */
 #define NGX_HTTP_PRESENCE_DEVICE_SCAN    100000
@@ -416,7 +417,7 @@ static void ngx_http_presence_advance(ngx_http_presence_zone_t *zone,
 static void ngx_http_presence_rebase(ngx_http_presence_zone_t *zone,
     time_t now);
 static ngx_uint_t ngx_http_presence_count(ngx_http_presence_zone_t *zone,
-    time_t seconds, ngx_uint_t sessions);
+    time_t seconds, ngx_uint_t tree);
 static void ngx_http_presence_sample_peak(ngx_http_presence_zone_t *zone,
     time_t online);
 static ngx_http_presence_user_t *ngx_http_presence_find_user(
@@ -510,6 +511,9 @@ static void ngx_http_presence_layout_ua(ngx_slab_pool_t *shpool,
 static void ngx_http_presence_bit_add(int32_t *bit, int64_t t,
     int32_t delta);
 static int64_t ngx_http_presence_bit_sum(int32_t *bit, ngx_uint_t i);
+static ngx_uint_t ngx_http_presence_trees(ngx_http_presence_shm_t *sh,
+    int32_t **trees);
+static void ngx_http_presence_trees_zero(ngx_http_presence_shm_t *sh);
 static void ngx_http_presence_bit_move(ngx_http_presence_shm_t *sh,
     int32_t *bit, int64_t from, int64_t to);
 static uint32_t ngx_http_presence_session_bucket(ngx_http_presence_shm_t *sh,
@@ -1227,13 +1231,47 @@ ngx_http_presence_bit_move(ngx_http_presence_shm_t *sh, int32_t *bit,
 }
 
 
+/*
+ * The counting trees the zone has, by NGX_HTTP_PRESENCE_TREE_*: the
+ * visible users' only when it was made with a privacy column
+ */
+
+static ngx_uint_t
+ngx_http_presence_trees(ngx_http_presence_shm_t *sh, int32_t **trees)
+{
+    trees[NGX_HTTP_PRESENCE_TREE_USERS] = sh->users_bit;
+    trees[NGX_HTTP_PRESENCE_TREE_SESSIONS] = sh->sessions_bit;
+    trees[NGX_HTTP_PRESENCE_TREE_VISIBLE] = sh->visible_bit;
+
+    return sh->visible_bit ? NGX_HTTP_PRESENCE_TREES
+                           : NGX_HTTP_PRESENCE_TREES - 1;
+}
+
+
+/* every count of every tree gone */
+
+static void
+ngx_http_presence_trees_zero(ngx_http_presence_shm_t *sh)
+{
+    int32_t     *trees[NGX_HTTP_PRESENCE_TREES];
+    ngx_uint_t   k, n;
+
+    n = ngx_http_presence_trees(sh, trees);
+
+    for (k = 0; k < n; k++) {
+        ngx_memzero(trees[k], (NGX_HTTP_PRESENCE_DAY + 1) * sizeof(int32_t));
+    }
+}
+
+
 /* the clock moves on: the slots of seconds a day old are emptied */
 
 static void
 ngx_http_presence_advance(ngx_http_presence_zone_t *zone, time_t now)
 {
+    int32_t                  *trees[NGX_HTTP_PRESENCE_TREES];
     int64_t                   t, v;
-    ngx_uint_t                i;
+    ngx_uint_t                i, k, n;
     ngx_http_presence_shm_t  *sh;
 
     sh = zone->sh;
@@ -1261,43 +1299,22 @@ ngx_http_presence_advance(ngx_http_presence_zone_t *zone, time_t now)
     }
 
     if (now - sh->clock >= NGX_HTTP_PRESENCE_DAY) {
-        ngx_memzero(sh->users_bit,
-                    (NGX_HTTP_PRESENCE_DAY + 1) * sizeof(int32_t));
-        ngx_memzero(sh->sessions_bit,
-                    (NGX_HTTP_PRESENCE_DAY + 1) * sizeof(int32_t));
-
-        if (sh->visible_bit) {
-            ngx_memzero(sh->visible_bit,
-                        (NGX_HTTP_PRESENCE_DAY + 1) * sizeof(int32_t));
-        }
-
+        ngx_http_presence_trees_zero(sh);
         sh->clock = now;
         return;
     }
 
+    n = ngx_http_presence_trees(sh, trees);
+
     for (t = sh->clock + 1; t <= now; t++) {
         i = t % NGX_HTTP_PRESENCE_DAY + 1;
 
-        v = ngx_http_presence_bit_sum(sh->users_bit, i)
-            - ngx_http_presence_bit_sum(sh->users_bit, i - 1);
-        if (v) {
-            ngx_http_presence_bit_add(sh->users_bit, t, (int32_t) -v);
-        }
-
-        v = ngx_http_presence_bit_sum(sh->sessions_bit, i)
-            - ngx_http_presence_bit_sum(sh->sessions_bit, i - 1);
-        if (v) {
-            ngx_http_presence_bit_add(sh->sessions_bit, t, (int32_t) -v);
-        }
-
-        if (sh->visible_bit == NULL) {
-            continue;
-        }
-
-        v = ngx_http_presence_bit_sum(sh->visible_bit, i)
-            - ngx_http_presence_bit_sum(sh->visible_bit, i - 1);
-        if (v) {
-            ngx_http_presence_bit_add(sh->visible_bit, t, (int32_t) -v);
+        for (k = 0; k < n; k++) {
+            v = ngx_http_presence_bit_sum(trees[k], i)
+                - ngx_http_presence_bit_sum(trees[k], i - 1);
+            if (v) {
+                ngx_http_presence_bit_add(trees[k], t, (int32_t) -v);
+            }
         }
     }
 
@@ -1331,14 +1348,7 @@ ngx_http_presence_rebase(ngx_http_presence_zone_t *zone, time_t now)
 
     max_ms = (int64_t) now * 1000;
 
-    ngx_memzero(sh->users_bit, (NGX_HTTP_PRESENCE_DAY + 1) * sizeof(int32_t));
-    ngx_memzero(sh->sessions_bit,
-                (NGX_HTTP_PRESENCE_DAY + 1) * sizeof(int32_t));
-
-    if (sh->visible_bit) {
-        ngx_memzero(sh->visible_bit,
-                    (NGX_HTTP_PRESENCE_DAY + 1) * sizeof(int32_t));
-    }
+    ngx_http_presence_trees_zero(sh);
 
     sh->clock = now;
 
@@ -1408,21 +1418,19 @@ ngx_http_presence_rebase(ngx_http_presence_zone_t *zone, time_t now)
 
 static ngx_uint_t
 ngx_http_presence_count(ngx_http_presence_zone_t *zone, time_t seconds,
-    ngx_uint_t sessions)
+    ngx_uint_t tree)
 {
-    int32_t                  *bit;
+    int32_t                  *bit, *trees[NGX_HTTP_PRESENCE_TREES];
     int64_t                   from, to, sum;
     ngx_uint_t                a, b;
     ngx_http_presence_shm_t  *sh;
 
     sh = zone->sh;
-    bit = (sessions == NGX_HTTP_PRESENCE_TREE_SESSIONS) ? sh->sessions_bit
-          : (sessions == NGX_HTTP_PRESENCE_TREE_VISIBLE) ? sh->visible_bit
-          : sh->users_bit;
 
-    if (bit == NULL) {
-        bit = sh->users_bit;    /* a zone made without privacy (a reload) */
-    }
+    /* a zone made without privacy (a reload) counts every user */
+
+    bit = (tree < ngx_http_presence_trees(sh, trees))
+          ? trees[tree] : trees[NGX_HTTP_PRESENCE_TREE_USERS];
 
     if (seconds <= 0) {
         return 0;
