@@ -27,8 +27,6 @@
 
 static double ngx_http_presence_analytics_quantile(uint64_t *buckets,
     double q);
-static void ngx_http_presence_analytics_date(ngx_http_presence_json_t *w,
-    int64_t day);
 
 
 enum {
@@ -296,7 +294,7 @@ ngx_http_presence_analytics_daily_json(ngx_http_presence_json_t *w,
         }
 
         ngx_http_presence_json_lit(w, "{\"date\":");
-        ngx_http_presence_analytics_date(w, d);
+        ngx_http_presence_json_day(w, d);
         ngx_http_presence_json_lit(w, ",\"peak_online\":");
         ngx_http_presence_json_int(w, row->peak_online);
         ngx_http_presence_json_lit(w, ",\"active_users\":");
@@ -364,29 +362,4 @@ ngx_http_presence_analytics_quantile(uint64_t *buckets, double q)
          ? ngx_http_presence_duration_bounds[b] : lo + 86400;
 
     return lo + (hi - lo) * (rank - seen) / buckets[b];
-}
-
-
-/* "YYYY-MM-DD" of a day since the epoch (civil from days, proleptic) */
-
-static void
-ngx_http_presence_analytics_date(ngx_http_presence_json_t *w, int64_t day)
-{
-    u_char   buf[sizeof("\"YYYY-MM-DD\"")];
-    int64_t  z, era, doe, yoe, y, doy, mp, d, m;
-
-    z = day + 719468;
-    era = (z >= 0 ? z : z - 146096) / 146097;
-    doe = z - era * 146097;
-    yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    y = yoe + era * 400;
-    doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    mp = (5 * doy + 2) / 153;
-    d = doy - (153 * mp + 2) / 5 + 1;
-    m = mp < 10 ? mp + 3 : mp - 9;
-    y += (m <= 2);
-
-    ngx_sprintf(buf, "\"%04L-%02L-%02L\"", y, m, d);
-
-    ngx_http_presence_json_raw(w, (char *) buf, sizeof(buf) - 1);
 }

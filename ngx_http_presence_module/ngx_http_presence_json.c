@@ -31,6 +31,8 @@ static u_char *ngx_http_presence_json_reserve(ngx_http_presence_json_t *w,
     size_t size);
 static void ngx_http_presence_json_date(u_char *date, int64_t days,
     int64_t rem);
+static void ngx_http_presence_json_civil(int64_t days, int64_t *y,
+    int64_t *m, int64_t *d);
 
 
 void
@@ -238,15 +240,46 @@ ngx_http_presence_json_time(ngx_http_presence_json_t *w, int64_t ms)
 }
 
 
-/*
- * "YYYY-MM-DDTHH:MM:SS after a quote: the civil date of a day counted from
- * 1970-01-01 (Howard Hinnant's days_from_civil, inverted), any sign
- */
+/* "YYYY-MM-DDTHH:MM:SS after a quote */
 
 static void
 ngx_http_presence_json_date(u_char *date, int64_t days, int64_t rem)
 {
-    int64_t  z, era, doe, yoe, doy, mp, y, mo, d;
+    int64_t  y, mo, d;
+
+    ngx_http_presence_json_civil(days, &y, &mo, &d);
+
+    (void) ngx_sprintf(date, "\"%04L-%02L-%02LT%02L:%02L:%02L",
+                       y, mo, d, rem / NGX_HTTP_PRESENCE_HOUR,
+                       rem / 60 % 60, rem % 60);
+}
+
+
+/* "YYYY-MM-DD" of a day counted from 1970-01-01, quoted */
+
+void
+ngx_http_presence_json_day(ngx_http_presence_json_t *w, int64_t days)
+{
+    u_char   buf[sizeof("\"YYYY-MM-DD\"")];
+    int64_t  y, m, d;
+
+    ngx_http_presence_json_civil(days, &y, &m, &d);
+    ngx_sprintf(buf, "\"%04L-%02L-%02L\"", y, m, d);
+
+    ngx_http_presence_json_raw(w, (char *) buf, sizeof(buf) - 1);
+}
+
+
+/*
+ * The civil date of a day counted from 1970-01-01 (Howard Hinnant's
+ * days_from_civil, inverted), any sign, proleptic Gregorian
+ */
+
+static void
+ngx_http_presence_json_civil(int64_t days, int64_t *y, int64_t *m,
+    int64_t *d)
+{
+    int64_t  z, era, doe, yoe, doy, mp;
 
     z = days + 719468;
     era = (z >= 0 ? z : z - 146096) / 146097;
@@ -254,13 +287,9 @@ ngx_http_presence_json_date(u_char *date, int64_t days, int64_t rem)
     yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
     doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     mp = (5 * doy + 2) / 153;
-    d = doy - (153 * mp + 2) / 5 + 1;
-    mo = mp < 10 ? mp + 3 : mp - 9;
-    y = yoe + era * 400 + (mo <= 2);
-
-    (void) ngx_sprintf(date, "\"%04L-%02L-%02LT%02L:%02L:%02L",
-                       y, mo, d, rem / NGX_HTTP_PRESENCE_HOUR,
-                       rem / 60 % 60, rem % 60);
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = yoe + era * 400 + (*m <= 2);
 }
 
 

@@ -52,6 +52,7 @@ void ngx_http_presence_json_str(ngx_http_presence_json_t *w, u_char *s,
 void ngx_http_presence_json_int(ngx_http_presence_json_t *w, int64_t v);
 void ngx_http_presence_json_time(ngx_http_presence_json_t *w, int64_t ms);
 void ngx_http_presence_json_now(ngx_http_presence_json_t *w);
+void ngx_http_presence_json_day(ngx_http_presence_json_t *w, int64_t days);
 
 
 #endif /* _NGX_HTTP_PRESENCE_JSON_H_INCLUDED_ */
