@@ -3541,7 +3541,12 @@ ngx_http_presence_set_profile(ngx_http_presence_zone_t *zone,
         user->profile = 0;
     }
 
-    user->profile_at = (uint32_t) now;
+    /*
+     * after POST cleanup's second even when read within it: profiles read
+     * in that second before the request must be read again, these not
+     */
+
+    user->profile_at = (uint32_t) ngx_max(now, zone->sh->profiles_since + 1);
     user->flags &= ~(NGX_HTTP_PRESENCE_PROFILE_MISSING
                      |NGX_HTTP_PRESENCE_PROFILE_INACTIVE);
 
@@ -4087,8 +4092,7 @@ ngx_http_presence_store_stats(ngx_http_presence_zone_t *zone,
     st->ring_size = sh->nring;
     st->ua_buckets = sh->nua;
     st->ring_overflows = sh->ring_overflows;
-    st->ua_failures = sh->ua_failures;
-    st->profile_failures = sh->profile_failures;
+    st->string_failures = sh->ua_failures + sh->profile_failures;
     st->resets = sh->resets;
     st->page_steps = sh->page_steps;
     st->crowd_builds = sh->crowd_builds;
@@ -4725,16 +4729,19 @@ ngx_http_presence_store_stale_profiles(ngx_http_presence_zone_t *zone,
 }
 
 
-/* read before presence_profile_ttl ago, or before POST cleanup, or never */
+/*
+ * never read, read before presence_profile_ttl ago, or before POST
+ * cleanup; a profile read but not stored (the zone full, counted) waits
+ * like the others
+ */
 
 static ngx_uint_t
 ngx_http_presence_profile_stale(ngx_http_presence_shm_t *sh,
     ngx_http_presence_user_t *user, time_t now, time_t ttl)
 {
-    return !((user->profile
-              || (user->flags & NGX_HTTP_PRESENCE_PROFILE_MISSING))
-             && now - (time_t) user->profile_at < ttl
-             && (time_t) user->profile_at > sh->profiles_since);
+    return user->profile_at == 0
+           || now - (time_t) user->profile_at >= ttl
+           || (time_t) user->profile_at <= sh->profiles_since;
 }
 
 

@@ -142,8 +142,8 @@ typedef struct {
     uint64_t                        ring_size;
     uint64_t                        ua_buckets;
     uint64_t                        ring_overflows;
-    uint64_t                        ua_failures;
-    uint64_t                        profile_failures;
+    uint64_t                        string_failures;  /* User-Agents, */
+                                                      /* profiles */
     uint64_t                        resets;
     uint64_t                        page_steps;
     uint64_t                        crowd_builds;

@@ -38,15 +38,18 @@ pg_query(q{INSERT INTO users (id, username) SELECT g, 'm' || g
 sub node {
     my (%o) = @_;
     my $extra = delete $o{http} // '';
+    my $interval = delete $o{interval} // '200ms';
+    my $ttl = delete $o{ttl} // '1s';
+    my $zone = delete $o{zone} // '8m';
     pg_query('TRUNCATE user_sessions')      # no warm start from before
         unless delete $o{keep_sessions};
     my $n = Presence::Nginx->new(name => 'privacy', workers => 2, %o,
                                  http => <<EOC . $extra, server => <<'EOS');
-    presence_zone zone=presence:8m;
+    presence_zone zone=presence:$zone;
     presence_jwt_secret "$Presence::JWT::SECRET";
     presence_postgres "$dsn";
-    presence_flush_interval 200ms;
-    presence_profile_ttl 1s;
+    presence_flush_interval $interval;
+    presence_profile_ttl $ttl;
     presence_privacy_column show_online_status;
 EOC
         location /me/online/ {
@@ -163,6 +166,55 @@ ok(wait_until(sub { status_of($n, 100, 2001)->{status} eq 'offline' }, 5),
    'it hides: offline to others within the TTL (1 s) and a sweep');
 is(api($n, 'users?limit=1&threshold_minutes=60', 100)->{total}, $listed - 1,
    "and out of users ($listed before)");
+$n->stop;
+
+# a flush sends up to 8 full queries of profiles: after POST cleanup the
+# first flush reads the 1 000 most recent again in two (the next flush
+# comes 3 s later)
+
+sub profile_reads {
+    return pg_value(q{SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
+                      WHERE query LIKE 'SELECT u.id, left(u.username%'});
+}
+sub renamed {
+    my $k = 0;
+    for (my $offset = 0; $offset < 1700; $offset += 100) {
+        my $page = api($n, "users?limit=100&offset=$offset"
+                           . '&threshold_minutes=60', 100);
+        $k += grep { ($_->{display_name} // '') eq 'renamed' }
+              @{ $page->{online_users} // [] };
+    }
+    return $k;
+}
+
+hide(2001, 'true');
+$n = node(keep_sessions => 1, interval => '3s', ttl => '1h');
+ok(wait_until(sub { api($n, 'stats', 100)->{warm}{done} }), 'restarted');
+pg_query(q{UPDATE users SET display_name = 'renamed' WHERE id > 2000});
+pg_query('SELECT pg_stat_statements_reset()');
+$n->request('POST /api/v1/online/cleanup', tok(100));
+ok(wait_until(sub { profile_reads() > 0 }, 8), 'the next flush reads profiles');
+sleep 1;
+cmp_ok(profile_reads(), '>=', 2, 'in more than one query');
+cmp_ok(renamed(), '>=', 998, 'the 1 000 most recent read again at once');
+$n->stop;
+
+# a zone too small for 1 600 profiles of 1 KB (their avatar_url): those not stored are
+# counted, and wait for the TTL like the others (they were asked for at
+# every flush)
+
+pg_query(q{UPDATE users SET avatar_url = repeat('x', 1000)
+            WHERE id > 2000});
+$n = node(keep_sessions => 1, ttl => '1h', zone => '2m');
+ok(wait_until(sub { api($n, 'stats', 100)->{warm}{done} }), 'restarted');
+my (undef, $metrics) = $n->get('/metrics');
+my ($failed) = $metrics
+    =~ /^nginx_presence_string_store_failures_total\{zone="presence"\} (\d+)/m;
+cmp_ok($failed // 0, '>', 0, "profiles not stored, counted ($failed)");
+sleep 1;
+pg_query('SELECT pg_stat_statements_reset()');
+sleep 2;
+is(profile_reads(), 0, 'and not asked for again over ten flushes');
 $n->stop;
 pg_query('DELETE FROM user_sessions WHERE user_id > 2000');
 pg_query('DELETE FROM users WHERE id > 2000');
